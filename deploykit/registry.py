@@ -1,0 +1,199 @@
+"""The stand-in for ECR's registry: Debian's docker-registry (CNCF distribution 2.8) with TLS.
+
+The project makes its own CA; the registry's certificate names the address test hosts use (the
+project network's gateway) and loopback. Like ECR, the registry wants a login: user `AWS` and the
+password that the ECR API stand-in (moto) hands out in GetAuthorizationToken, so the same login
+task serves both worlds. State lives under /var/lib/deploykit so images survive a fresh clone.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import os
+import signal
+import ssl
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from deploykit import network
+from deploykit.system import SetupError, run, say
+
+STATE = Path(os.environ.get("DEPLOYKIT_STATE_DIR", "/var/lib/deploykit"))
+PKI = STATE / "pki"
+CA_CERT = PKI / "ca.crt"
+PORT = 5443
+ADDRESS = f"{network.GATEWAY}:{PORT}"
+USER = "AWS"
+# What moto's GetAuthorizationToken returns for its default account (`AWS:<account>-auth-token`).
+PASSWORD = "123456789012-auth-token"  # noqa: S105 - a fixed value of the local stand-in, not a secret
+_DIR = STATE / "registry"
+_PID = _DIR / "registry.pid"
+_LOG = _DIR / "registry.log"
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    path.touch(mode=0o600)
+    path.write_bytes(data)
+
+
+def _ensure_pki() -> None:
+    cert, key = PKI / "registry.crt", PKI / "registry.key"
+    if CA_CERT.exists() and cert.exists() and key.exists():
+        return
+    say(f"making the project CA and the registry's certificate in {PKI}")
+    PKI.mkdir(parents=True, exist_ok=True)
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "deploykit local CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=825))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    server_key = ec.generate_private_key(ec.SECP256R1())
+    names = [
+        x509.DNSName("localhost"),
+        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+        x509.IPAddress(ipaddress.ip_address(network.GATEWAY)),
+    ]
+    server = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "deploykit registry")]))
+        .issuer_name(ca_name)
+        .public_key(server_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=825))
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    pem = serialization.Encoding.PEM
+    unencrypted = (serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    _write_private(PKI / "ca.key", ca_key.private_bytes(pem, *unencrypted))
+    _write_private(key, server_key.private_bytes(pem, *unencrypted))
+    CA_CERT.write_bytes(ca.public_bytes(pem))
+    cert.write_bytes(server.public_bytes(pem) + ca.public_bytes(pem))
+
+
+def _config() -> Path:
+    htpasswd = _DIR / "htpasswd"
+    run(["htpasswd", "-Bbc", str(htpasswd), USER, PASSWORD])
+    config = _DIR / "config.yml"
+    config.write_text(
+        f"""version: 0.1
+log:
+  level: warn
+storage:
+  filesystem:
+    rootdirectory: {_DIR / "data"}
+  delete:
+    enabled: true
+http:
+  addr: 0.0.0.0:{PORT}
+  tls:
+    certificate: {PKI / "registry.crt"}
+    key: {PKI / "registry.key"}
+auth:
+  htpasswd:
+    realm: deploykit-registry
+    path: {htpasswd}
+"""
+    )
+    return config
+
+
+def answers() -> bool:
+    """True when our registry serves TLS with our CA (401 without a login is an answer)."""
+    context = ssl.create_default_context(cafile=str(CA_CERT)) if CA_CERT.exists() else None
+    if context is None:
+        return False
+    try:
+        urllib.request.urlopen(f"https://127.0.0.1:{PORT}/v2/", context=context, timeout=2)
+    except urllib.error.HTTPError as error:
+        return error.code == 401
+    except (urllib.error.URLError, OSError):
+        return False
+    return True
+
+
+def _stop_stale() -> None:
+    if not _PID.exists():
+        return
+    try:
+        os.kill(int(_PID.read_text()), signal.SIGTERM)
+        time.sleep(1)
+    except (ProcessLookupError, ValueError):
+        pass
+    _PID.unlink(missing_ok=True)
+
+
+def _trust_on_this_host() -> None:
+    """Let the engine on this machine push to the address the test hosts pull from."""
+    target = Path("/etc/docker/certs.d") / ADDRESS / "ca.crt"
+    if not target.exists() or target.read_bytes() != CA_CERT.read_bytes():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(CA_CERT.read_bytes())
+
+
+def ensure_registry() -> str:
+    """Start the registry unless it already answers; return its address for image names."""
+    network.ensure_network()
+    _DIR.mkdir(parents=True, exist_ok=True)
+    _ensure_pki()
+    _trust_on_this_host()
+    if answers():
+        return ADDRESS
+    _stop_stale()
+    config = _config()
+    say(f"starting the registry on {ADDRESS} (log: {_LOG})")
+    with _LOG.open("ab") as log:
+        process = subprocess.Popen(
+            ["docker-registry", "serve", str(config)],
+            stdout=log,
+            stderr=log,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    _PID.write_text(str(process.pid))
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if answers():
+            return ADDRESS
+        if process.poll() is not None:
+            break
+        time.sleep(0.3)
+    tail = "\n".join(_LOG.read_text(errors="replace").splitlines()[-10:])
+    raise SetupError(f"the registry did not answer on port {PORT}; last log lines:\n{tail}")
+
+
+def push(local_tag: str, repository: str, tag: str) -> str:
+    """Tag a local image into the registry and push it; return the image URI."""
+    from deploykit.system import DOCKER
+
+    uri = f"{ADDRESS}/{repository}:{tag}"
+    config_dir = _DIR / "docker-config"  # a login of our own, not written to the user's ~/.docker
+    config_dir.mkdir(exist_ok=True)
+    env = {**os.environ, "DOCKER_CONFIG": str(config_dir)}
+    run([DOCKER, "login", "--username", USER, "--password-stdin", ADDRESS], input_text=PASSWORD, env=env)
+    run([DOCKER, "tag", local_tag, uri])
+    run([DOCKER, "push", uri], env=env)
+    return uri
