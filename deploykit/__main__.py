@@ -7,7 +7,7 @@ import os
 import secrets
 import sys
 
-from deploykit import engine, images, postgres, registry
+from deploykit import apt_cache, engine, images, postgres, registry
 from deploykit.system import ROOT, main_guard, run, say
 
 
@@ -17,6 +17,7 @@ def platform_up(_args: argparse.Namespace) -> None:
     say(f"PostgreSQL ready: URL in {postgres.URL_FILE}")
     images.ensure_images()
     say(f"registry (ECR stand-in) on {registry.ensure_registry()}, CA {registry.CA_CERT}")
+    say(f"apt cache for the test hosts on {apt_cache.ensure_apt_cache()}")
     say("local platform ready")
 
 

@@ -10,6 +10,7 @@ readonly PACKAGES=(
   postgresql
   shellcheck
   docker-registry apache2-utils
+  apt-cacher-ng
   wrk
 )
 readonly MIN_FREE_GIB=15
