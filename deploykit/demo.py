@@ -23,7 +23,7 @@ def current_commit() -> str:
     return result.stdout.strip() if result.returncode == 0 else "uncommitted"
 
 
-def _env_file() -> str:
+def _env_file(image: str) -> str:
     """Write the container's environment to a private file: the secret key never hits argv."""
     database = postgres.database_url().replace("@127.0.0.1:", f"@{network.GATEWAY}:")
     env = {
@@ -33,6 +33,7 @@ def _env_file() -> str:
         # The demo serves plain HTTP on loopback; production keeps the secure defaults.
         "DJANGO_SECURE_SSL_REDIRECT": "false",
         "APP_HOST_NAME": "demo (this machine)",
+        "APP_IMAGE": image,
     }
     path = CACHE / "demo.env"
     CACHE.mkdir(exist_ok=True)
@@ -83,7 +84,7 @@ def _wait_ready() -> None:
     last = "no answer"
     while time.monotonic() < deadline:
         try:
-            with urllib.request.urlopen(f"{URL}readyz/", timeout=2) as response:  # noqa: S310
+            with urllib.request.urlopen(f"{URL}readyz/", timeout=2) as response:
                 if response.status == 200:
                     return
         except urllib.error.HTTPError as error:
@@ -104,7 +105,7 @@ def up() -> None:
     say(f"building {tag}")
     app_image.build(tag, version=f"demo-{commit}", revision=commit, build_id="make-demo")
     network.ensure_network()
-    env_file = _env_file()
+    env_file = _env_file(tag)
     say("applying migrations")
     _docker_run(tag, env_file, "python", "manage.py", "migrate", "--noinput")
     down()
@@ -124,7 +125,10 @@ def up() -> None:
             "make demo",
         ]
     )
-    with urllib.request.urlopen(f"{URL}version.json", timeout=5) as response:  # noqa: S310
+    with urllib.request.urlopen(f"{URL}version.json", timeout=5) as response:
         release = json.load(response)
-    say(f"serving release {release}")
+    say(
+        f"serving release {release['version']} (commit {release['git_commit']}, "
+        f"build {release['build_id']}, built {release['build_time']})"
+    )
     print(f"\n  {URL}\n")
