@@ -1,0 +1,161 @@
+"""Fixtures for the image tests: one build of the app image per session, containers that are always
+removed, and scratch databases in the project's PostgreSQL cluster."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import docker
+import psycopg
+import pytest
+from docker.errors import DockerException, NotFound
+from docker.models.containers import Container
+from psycopg import sql
+
+from deploykit.app_image import build as build_app_image
+
+POSTGRES_URL_FILE = Path(__file__).resolve().parents[1] / ".cache" / "postgres-url"
+APP_PORT = "8000/tcp"
+# Containers reach the host's PostgreSQL cluster through the Docker bridge gateway under this name.
+HOST_ALIAS = "host.docker.internal"
+# The hardening the deploy applies: the image must run under it.
+HARDENED = {
+    "read_only": True,
+    "tmpfs": {"/tmp": ""},
+    "cap_drop": ["ALL"],
+    "security_opt": ["no-new-privileges"],
+}
+
+
+@dataclass(frozen=True)
+class BuiltImage:
+    tag: str
+    version: str
+    revision: str
+    build_id: str
+    source: str
+
+
+StartContainer = Callable[..., Container]
+
+
+@contextmanager
+def _container_pool(client: docker.DockerClient) -> Iterator[StartContainer]:
+    """A starter of hardened app containers; every container it started is removed on the way out."""
+    started: list[Container] = []
+
+    def start(image: str, *, environment: dict[str, str], command: list[str] | None = None) -> Container:
+        container = client.containers.run(
+            image,
+            command,
+            detach=True,
+            environment=environment,
+            ports={APP_PORT: ("127.0.0.1", None)},
+            extra_hosts={HOST_ALIAS: "host-gateway"},
+            labels={"org.deploykit.test": "image"},
+            **HARDENED,
+        )
+        started.append(container)
+        return container
+
+    try:
+        yield start
+    finally:
+        for container in started:
+            with suppress(NotFound):
+                container.remove(force=True)
+
+
+@pytest.fixture(scope="session")
+def docker_client() -> Iterator[docker.DockerClient]:
+    try:
+        client = docker.from_env()
+        client.ping()
+    except DockerException as exc:
+        pytest.fail(f"no Docker engine answers ({exc}); `make setup` starts one")
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def app_image(docker_client: docker.DockerClient) -> Iterator[BuiltImage]:
+    """The app image, built once per session through the same function the demo and CI use."""
+    suffix = secrets.token_hex(4)
+    image = BuiltImage(
+        tag=f"deploykit/app:test-{suffix}",
+        version=f"0.0.0-test.{suffix}",
+        revision=secrets.token_hex(20),
+        build_id=f"pytest-{suffix}",
+        source="https://git.example.test/deploykit.git",
+    )
+    build_app_image(
+        image.tag,
+        version=image.version,
+        revision=image.revision,
+        build_id=image.build_id,
+        source=image.source,
+    )
+    yield image
+    docker_client.images.remove(image.tag)
+
+
+@pytest.fixture
+def start_container(docker_client: docker.DockerClient) -> Iterator[StartContainer]:
+    with _container_pool(docker_client) as start:
+        yield start
+
+
+@pytest.fixture(scope="session")
+def start_session_container(docker_client: docker.DockerClient) -> Iterator[StartContainer]:
+    with _container_pool(docker_client) as start:
+        yield start
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    url = os.environ.get("DATABASE_URL", "")
+    if not url and POSTGRES_URL_FILE.is_file():
+        url = POSTGRES_URL_FILE.read_text().strip()
+    if not url:
+        pytest.fail(
+            f"DATABASE_URL is not set and {POSTGRES_URL_FILE} does not exist; `make setup` starts PostgreSQL"
+        )
+    return url
+
+
+@pytest.fixture(scope="session")
+def create_database(postgres_url: str) -> Iterator[Callable[[], str]]:
+    """Makes empty databases in the project's cluster (dropped at the end); returns their URL as seen
+    from a container."""
+    created: list[str] = []
+
+    def create() -> str:
+        name = f"deploykit_image_test_{secrets.token_hex(4)}"
+        with psycopg.connect(postgres_url, autocommit=True) as connection:
+            connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        created.append(name)
+        return _as_seen_from_container(postgres_url, name)
+
+    yield create
+    with psycopg.connect(postgres_url, autocommit=True) as connection:
+        for name in created:
+            connection.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+
+
+def _as_seen_from_container(url: str, database: str) -> str:
+    """The cluster's URL with the host's loopback replaced by the gateway alias, for `database`."""
+    parts = urlsplit(url)
+    userinfo, _, hostport = parts.netloc.rpartition("@")
+    host, colon, port = hostport.partition(":")
+    if host in ("127.0.0.1", "localhost"):
+        host = HOST_ALIAS
+    netloc = f"{userinfo}@{host}{colon}{port}" if userinfo else f"{host}{colon}{port}"
+    return urlunsplit(parts._replace(netloc=netloc, path=f"/{database}"))
