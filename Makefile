@@ -11,7 +11,8 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 REPORTS := reports
 
-.PHONY: help setup system-packages platform lint test unit image-test molecule demo bench clean
+.PHONY: help setup system-packages platform lint test unit image-test molecule demo bench clean \
+	stand-in-up stand-in-down stand-in-status pipeline-remote build
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -35,12 +36,13 @@ lint: $(VENV)/.installed ## yamllint, ansible-lint, ruff, shellcheck, Django's d
 	ruff check .
 	ruff format --check .
 	shellcheck scripts/*.sh .ci/run
+	@$(PY) -m deploykit.codebuild validate buildspec.yml
 	@$(PY) -m deploykit check-deploy
 
 unit: setup ## Python and Django tests (real PostgreSQL), JUnit under reports/
 	pytest -m "not docker" --junitxml=$(REPORTS)/junit-unit.xml tests django_app/tests
 
-image-test: setup ## The app image: non-root, read-only, health, missing secret, database down
+image-test: setup ## Docker-backed tests: app image, platform, demo, AWS stand-in and inventories
 	pytest -m docker --junitxml=$(REPORTS)/junit-image.xml tests
 
 molecule: setup ## Every Molecule scenario (molecule test --all)
@@ -54,6 +56,22 @@ demo: setup ## Build the app, run it with PostgreSQL, print the URL
 bench: setup ## Benchmarks: reports/bench.json and docs/benchmarks.md
 	@$(PY) -m deploykit bench
 
-clean: ## Remove the demo container, reports and caches (leaves the engine and images)
+STANDIN_HOSTS ?= 3
+STANDIN_DISTRO ?= debian12
+
+stand-in-up: platform ## Start the local AWS stand-in: moto and EC2 hosts (STANDIN_HOSTS, STANDIN_DISTRO)
+	@$(PY) -m deploykit.standin up --hosts $(STANDIN_HOSTS) --distro $(STANDIN_DISTRO)
+
+stand-in-down: $(VENV)/.installed ## Remove the stand-in's hosts, their volumes and moto
+	@$(PY) -m deploykit.standin down
+
+stand-in-status: $(VENV)/.installed ## moto and each stand-in host: container, address, instance, SSH
+	@$(PY) -m deploykit.standin status
+
+pipeline-remote: $(VENV)/.installed ## Local deploy remote (.cache/remote.git): a push to main runs buildspec.yml
+	@$(PY) -m deploykit.git_trigger init --add-remote local --env-override DEPLOY_ENV=local
+
+clean: ## Remove the demo, the stand-in, reports and caches (leaves the engine, images and registry)
 	-@$(PY) -m deploykit demo --down 2>/dev/null || true
+	-@$(PY) -m deploykit.standin down 2>/dev/null || true
 	rm -rf $(REPORTS) .cache $(VENV)

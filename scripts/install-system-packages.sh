@@ -4,7 +4,8 @@
 set -euo pipefail
 
 # Packages by purpose: engine and image building, database, linting of shell scripts,
-# registry stand-in, load generation.
+# registry stand-in and its password file, apt cache for test hosts, load generation, SSH client
+# for Ansible and the stand-in.
 readonly PACKAGES=(
   docker.io debootstrap
   postgresql
@@ -12,6 +13,7 @@ readonly PACKAGES=(
   docker-registry apache2-utils
   apt-cacher-ng
   wrk
+  openssh-client
 )
 readonly MIN_FREE_GIB=15
 
