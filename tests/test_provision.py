@@ -1,0 +1,771 @@
+"""playbooks/provision.yml against moto, and the codebuild_webhook module against botocore's Stubber.
+
+moto (a server on a free port of 127.0.0.1) is the stand-in for AWS's APIs: these tests prove what
+the playbook asks of ECR, IAM, EC2, SSM and CodeBuild and what moto stores, not how AWS answers.
+moto answers CodeBuild's UpdateProject and every webhook call with HTTP 500, so the moto runs skip
+the tasks tagged codebuild_webhook (both runs) and codebuild_project (the second run, where the
+module would call UpdateProject); those calls are tested here with Stubber instead. moto enforces
+no IAM policy and does not encrypt SecureString parameters. docs/provision.md has the full list.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime
+import importlib.util
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import boto3
+import jinja2
+import pytest
+import yaml
+from botocore.config import Config
+from botocore.stub import Stubber
+
+from deploykit import standin
+from deploykit.system import ROOT
+
+PLAYBOOK = ROOT / "playbooks" / "provision.yml"
+POLICIES = ROOT / "policies"
+CODEBUILD_VARS = yaml.safe_load((ROOT / "playbooks" / "vars" / "codebuild.yml").read_text())
+BIN = Path(sys.executable).parent
+REGION = "us-east-1"
+ACCOUNT = "123456789012"  # moto's default account
+ENV = "provtest"
+PREFIX = f"deploykit-{ENV}"
+VPC_CIDR = "10.20.0.0/16"
+HTTP_CIDR = "10.20.8.0/22"  # where the load balancer would be
+SSH_CIDR = "192.0.2.0/24"
+KEY_NAME = "deploykit-provtest"
+KNOWN_DATABASE_URL = "postgres://app:known-before-provisioning@db.example.test:5432/app"
+# The moto runs skip what moto cannot answer (module docstring).
+FIRST_RUN_SKIPS = "codebuild_webhook"
+SECOND_RUN_SKIPS = "codebuild_webhook,codebuild_project"
+_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+# One moto and one set of playbook runs for the module: under pytest-xdist (--dist loadgroup) its
+# tests share one worker instead of each worker provisioning again.
+pytestmark = pytest.mark.xdist_group("provision")
+# The stand-in's dummy keys (moto accepts any; "testing" maps to its default account).
+_KEYS = {
+    "aws_access_key_id": standin.environment()["AWS_ACCESS_KEY_ID"],
+    "aws_secret_access_key": standin.environment()["AWS_SECRET_ACCESS_KEY"],
+}
+
+
+def _client(service: str, endpoint: str | None = None):
+    """A boto3 client for moto at `endpoint`, or, without one, for a Stubber (it never sends)."""
+    return boto3.client(
+        service,
+        endpoint_url=endpoint,
+        region_name=REGION,
+        config=Config(retries={"max_attempts": 2}),
+        **_KEYS,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# moto and the playbook runs
+
+
+@dataclass
+class Run:
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def report(self) -> dict[str, Any]:
+        """The ansible.posix.json callback's document."""
+        return json.loads(self.stdout)
+
+    def results(self, task_name: str) -> dict[str, Any]:
+        for task in self.report["plays"][0]["tasks"]:
+            if task["task"]["name"] == task_name:
+                return task["hosts"]["localhost"]
+        raise KeyError(f"no task {task_name!r} in this run")
+
+    def changed_tasks(self) -> list[str]:
+        return [
+            task["task"]["name"]
+            for task in self.report["plays"][0]["tasks"]
+            if task["hosts"].get("localhost", {}).get("changed")
+        ]
+
+
+@dataclass
+class Provisioned:
+    endpoint: str
+    env: dict[str, str]
+    inventory: Path
+    vpc_id: str
+    web_subnet_ids: list[str]
+    codebuild_subnet_ids: list[str]
+    ami_id: str
+    first: Run
+    second: Run
+    check_webhook: Run
+    # The fleet as the second run left it, before the scale-down run below changes it.
+    instances_after_second_run: list[dict[str, Any]]
+    scale_down: Run
+
+    def client(self, service: str):
+        return _client(service, self.endpoint)
+
+    @property
+    def runs(self) -> list[Run]:
+        return [self.first, self.second, self.check_webhook, self.scale_down]
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def moto_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A moto server of this module's own, on a free port of 127.0.0.1."""
+    port = _free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    log_path = tmp_path_factory.mktemp("moto") / "moto.log"
+    env = {
+        **os.environ,
+        "MOTO_IAM_LOAD_MANAGED_POLICIES": "true",
+        # Refuse what AWS refuses: a key pair or an AMI that does not exist.
+        "MOTO_ENABLE_KEYPAIR_VALIDATION": "true",
+        "MOTO_ENABLE_AMI_VALIDATION": "true",
+    }
+    with log_path.open("wb") as log:
+        server = subprocess.Popen(
+            [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+            stdout=log,
+            stderr=log,
+            stdin=subprocess.DEVNULL,
+            env=env,
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                _NO_PROXY.open(f"{endpoint}/moto-api/", timeout=2).close()
+                break
+            except (urllib.error.URLError, OSError):
+                if server.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"moto did not answer on {endpoint}:\n{log_path.read_text()[-2000:]}")
+                time.sleep(0.2)
+        yield endpoint
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+def _tool_env(endpoint: str) -> dict[str, str]:
+    env = {**standin.tool_env(), "AWS_ENDPOINT_URL": endpoint}
+    # The json callback's document is the whole of stdout; profile_tasks would print into it.
+    env["ANSIBLE_STDOUT_CALLBACK"] = "ansible.posix.json"
+    env["ANSIBLE_CALLBACKS_ENABLED"] = "deploy_lock"
+    env["ANSIBLE_CONFIG"] = str(ROOT / "ansible.cfg")
+    env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
+    for name in ("ANSIBLE_INVENTORY", "ANSIBLE_INVENTORY_CACHE"):
+        env.pop(name, None)
+    return env
+
+
+def _playbook(env: dict[str, str], inventory: Path, *args: str) -> Run:
+    result = subprocess.run(
+        [str(BIN / "ansible-playbook"), str(PLAYBOOK), "-i", str(inventory), *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
+    return Run(result.returncode, result.stdout, result.stderr)
+
+
+def _write_inventory(path: Path, infra: dict[str, Any]) -> None:
+    """An environment directory like inventory/production, with this test's data."""
+    config = yaml.safe_load((ROOT / "inventory" / "production" / "aws_ec2.yml").read_text())
+    config["regions"] = [REGION]
+    config["filters"]["tag:Env"] = ENV
+    group_vars = path / "group_vars" / "all"
+    group_vars.mkdir(parents=True)
+    (path / "aws_ec2.yml").write_text(yaml.safe_dump(config))
+    (group_vars / "environment.yml").write_text(yaml.safe_dump({"app_env": ENV, "aws_region": REGION}))
+    (group_vars / "provision.yml").write_text(yaml.safe_dump(infra))
+
+
+def _fleet(ec2) -> list[dict[str, Any]]:
+    filters = [{"Name": "tag:Env", "Values": [ENV]}, {"Name": "tag:Role", "Values": ["web"]}]
+    reservations = ec2.describe_instances(Filters=filters)["Reservations"]
+    return [instance for reservation in reservations for instance in reservation["Instances"]]
+
+
+@pytest.fixture(scope="module")
+def provisioned(moto_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> Provisioned:
+    """An empty account with a VPC, provisioned twice, checked once for the webhook, then scaled down."""
+    ec2, ssm = _client("ec2", moto_endpoint), _client("ssm", moto_endpoint)
+    # What the environment owns before provisioning: its network, a key pair, a Debian AMI.
+    vpc_id = ec2.create_vpc(CidrBlock=VPC_CIDR)["Vpc"]["VpcId"]
+    subnets = [
+        ec2.create_subnet(VpcId=vpc_id, CidrBlock=f"10.20.{number}.0/24", AvailabilityZone=f"{REGION}{zone}")[
+            "Subnet"
+        ]["SubnetId"]
+        for number, zone in ((1, "a"), (2, "b"), (3, "a"))
+    ]
+    ec2.create_key_pair(KeyName=KEY_NAME)
+    ami_id = ec2.register_image(
+        Name="debian-12-amd64-20250101-1234",
+        Architecture="x86_64",
+        RootDeviceName="/dev/xvda",
+        VirtualizationType="hvm",
+        BlockDeviceMappings=[{"DeviceName": "/dev/xvda", "Ebs": {"VolumeSize": 8}}],
+    )["ImageId"]
+    # A secret set by hand before the first run: provisioning must keep it.
+    ssm.put_parameter(Name=f"/deploykit/{ENV}/DATABASE_URL", Value=KNOWN_DATABASE_URL, Type="SecureString")
+
+    infra = {
+        "provision_vpc_id": vpc_id,
+        "provision_web_subnet_ids": subnets[:2],
+        "provision_codebuild_subnet_ids": subnets[2:],
+        "provision_web_ami_id": ami_id,
+        "provision_web_instance_count": 2,
+        "provision_web_key_name": KEY_NAME,
+        "provision_http_cidrs": [HTTP_CIDR],
+        "provision_codebuild_source_location": "https://github.com/example/deploykit.git",
+        # Optional per-environment settings, given where an environment gives them.
+        "provision_ssh_cidrs": [SSH_CIDR],
+        "provision_web_ssm_enabled": True,
+    }
+    inventory = tmp_path_factory.mktemp("inventory") / ENV
+    _write_inventory(inventory, infra)
+    env = _tool_env(moto_endpoint)
+
+    first = _playbook(env, inventory, "--skip-tags", FIRST_RUN_SKIPS)
+    assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-4000:]
+    second = _playbook(env, inventory, "--skip-tags", SECOND_RUN_SKIPS)
+    assert second.returncode == 0, second.stdout[-4000:] + second.stderr[-4000:]
+    # Check mode: the webhook module reads the project from moto (BatchGetProjects answers) and
+    # reports what it would create, without calling CreateWebhook (which moto cannot answer).
+    check_webhook = _playbook(env, inventory, "--check", "--tags", "codebuild_webhook")
+    assert check_webhook.returncode == 0, check_webhook.stdout[-4000:] + check_webhook.stderr[-4000:]
+    instances = _fleet(ec2)
+    scale_down = _playbook(env, inventory, "--tags", "network,ec2", "-e", "provision_web_instance_count=1")
+    assert scale_down.returncode == 0, scale_down.stdout[-4000:] + scale_down.stderr[-4000:]
+    return Provisioned(
+        endpoint=moto_endpoint,
+        env=env,
+        inventory=inventory,
+        vpc_id=vpc_id,
+        web_subnet_ids=subnets[:2],
+        codebuild_subnet_ids=subnets[2:],
+        ami_id=ami_id,
+        first=first,
+        second=second,
+        check_webhook=check_webhook,
+        instances_after_second_run=instances,
+        scale_down=scale_down,
+    )
+
+
+def _render_policy(name: str, **extra: Any) -> dict[str, Any]:
+    """A policy document of the repository, rendered with this test's account, region and names."""
+    environment = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False)  # noqa: S701 - JSON
+    environment.filters["to_json"] = json.dumps
+    values = {
+        "partition": "aws",
+        "account_id": ACCOUNT,
+        "region": REGION,
+        "ecr_repository": "deploykit/app",
+        "codebuild_project_name": CODEBUILD_VARS["codebuild_project_name"],
+        "ssm_prefix": f"/deploykit/{ENV}",
+        "deploy_lock_parameter": f"/deploykit/{ENV}/deploy-lock",
+        **extra,
+    }
+    return json.loads(environment.from_string((POLICIES / name).read_text()).render(**values))
+
+
+def _security_group(provisioned: Provisioned, name: str) -> dict[str, Any]:
+    filters = [{"Name": "group-name", "Values": [name]}, {"Name": "vpc-id", "Values": [provisioned.vpc_id]}]
+    (group,) = provisioned.client("ec2").describe_security_groups(Filters=filters)["SecurityGroups"]
+    return group
+
+
+def _ingress(group: dict[str, Any]) -> set[tuple[str, int, int, str]]:
+    """(protocol, from port, to port, source) for every source of every inbound rule."""
+    rules = set()
+    for permission in group["IpPermissions"]:
+        sources = [r["CidrIp"] for r in permission.get("IpRanges", [])]
+        sources += [r["CidrIpv6"] for r in permission.get("Ipv6Ranges", [])]
+        sources += [p["GroupId"] for p in permission.get("UserIdGroupPairs", [])]
+        for source in sources:
+            rules.add((permission["IpProtocol"], permission["FromPort"], permission["ToPort"], source))
+    return rules
+
+
+def _parameter(provisioned: Provisioned, name: str) -> dict[str, Any]:
+    return provisioned.client("ssm").get_parameter(Name=f"/deploykit/{ENV}/{name}", WithDecryption=True)[
+        "Parameter"
+    ]
+
+
+def _tag(resource: dict[str, Any], key: str) -> str | None:
+    return {tag["Key"]: tag["Value"] for tag in resource.get("Tags", [])}.get(key)
+
+
+# ---------------------------------------------------------------------------------------------
+# ECR
+
+
+def test_ecr_repository_has_immutable_tags_and_scans_on_push(provisioned):
+    (repository,) = provisioned.client("ecr").describe_repositories(repositoryNames=["deploykit/app"])[
+        "repositories"
+    ]
+    assert repository["imageTagMutability"] == "IMMUTABLE"
+    assert repository["imageScanningConfiguration"] == {"scanOnPush": True}
+
+
+def test_ecr_lifecycle_policy_expires_all_but_the_last_30_images(provisioned):
+    text = provisioned.client("ecr").get_lifecycle_policy(repositoryName="deploykit/app")[
+        "lifecyclePolicyText"
+    ]
+    (rule,) = json.loads(text)["rules"]
+    assert rule["selection"] == {"tagStatus": "any", "countType": "imageCountMoreThan", "countNumber": 30}
+    assert rule["action"] == {"type": "expire"}
+
+
+# ---------------------------------------------------------------------------------------------
+# IAM (moto stores the documents; it enforces none of them)
+
+
+def test_codebuild_role_is_assumable_by_codebuild_of_this_account_only(provisioned):
+    role = provisioned.client("iam").get_role(RoleName=f"{PREFIX}-codebuild")["Role"]
+    assert role["AssumeRolePolicyDocument"] == _render_policy("codebuild-trust.json.j2")
+    (statement,) = role["AssumeRolePolicyDocument"]["Statement"]
+    assert statement["Principal"] == {"Service": "codebuild.amazonaws.com"}
+    assert statement["Condition"] == {"StringEquals": {"aws:SourceAccount": ACCOUNT}}
+
+
+def test_codebuild_role_has_the_repository_policy_document(provisioned):
+    subnet_arns = [f"arn:aws:ec2:{REGION}:{ACCOUNT}:subnet/{s}" for s in provisioned.codebuild_subnet_ids]
+    document = provisioned.client("iam").get_role_policy(
+        RoleName=f"{PREFIX}-codebuild", PolicyName="codebuild-service-role"
+    )["PolicyDocument"]
+    assert document == _render_policy("codebuild-service-role.json.j2", codebuild_subnet_arns=subnet_arns)
+
+
+def test_codebuild_role_may_write_only_the_deploy_lock_parameter(provisioned):
+    document = provisioned.client("iam").get_role_policy(
+        RoleName=f"{PREFIX}-codebuild", PolicyName="codebuild-service-role"
+    )["PolicyDocument"]
+    writes = [
+        s for s in document["Statement"] if {"ssm:PutParameter", "ssm:DeleteParameter"} & set(s["Action"])
+    ]
+    assert [s["Resource"] for s in writes] == [
+        f"arn:aws:ssm:{REGION}:{ACCOUNT}:parameter/deploykit/{ENV}/deploy-lock"
+    ]
+
+
+def test_web_role_has_the_repository_policy_document_and_the_ssm_core_policy(provisioned):
+    iam = provisioned.client("iam")
+    role = iam.get_role(RoleName=f"{PREFIX}-web")["Role"]
+    assert role["AssumeRolePolicyDocument"] == json.loads((POLICIES / "ec2-trust.json").read_text())
+    document = iam.get_role_policy(RoleName=f"{PREFIX}-web", PolicyName="web-instance-role")["PolicyDocument"]
+    assert document == _render_policy("web-instance-role.json.j2")
+    attached = iam.list_attached_role_policies(RoleName=f"{PREFIX}-web")["AttachedPolicies"]
+    assert [p["PolicyArn"] for p in attached] == ["arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"]
+
+
+def test_web_instance_profile_holds_the_web_role(provisioned):
+    profile = provisioned.client("iam").get_instance_profile(InstanceProfileName=f"{PREFIX}-web")[
+        "InstanceProfile"
+    ]
+    assert [role["RoleName"] for role in profile["Roles"]] == [f"{PREFIX}-web"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Security groups
+
+
+def test_web_group_admits_http_and_https_from_the_cidr_and_ssh_from_codebuild_and_operators(provisioned):
+    codebuild_group = _security_group(provisioned, f"{PREFIX}-codebuild")["GroupId"]
+    assert _ingress(_security_group(provisioned, f"{PREFIX}-web")) == {
+        ("tcp", 80, 80, HTTP_CIDR),
+        ("tcp", 443, 443, HTTP_CIDR),
+        ("tcp", 22, 22, codebuild_group),
+        ("tcp", 22, 22, SSH_CIDR),
+    }
+
+
+def test_codebuild_group_admits_nothing(provisioned):
+    assert _ingress(_security_group(provisioned, f"{PREFIX}-codebuild")) == set()
+
+
+@pytest.mark.parametrize("role", ["web", "codebuild"])
+def test_groups_allow_all_egress(provisioned, role):
+    egress = _security_group(provisioned, f"{PREFIX}-{role}")["IpPermissionsEgress"]
+    assert [(p["IpProtocol"], [r["CidrIp"] for r in p["IpRanges"]]) for p in egress] == [
+        ("-1", ["0.0.0.0/0"])
+    ]
+
+
+# ---------------------------------------------------------------------------------------------
+# SSM parameters (moto stores SecureString values unencrypted)
+
+
+def test_secret_key_is_generated_as_a_securestring_when_absent(provisioned):
+    parameter = _parameter(provisioned, "DJANGO_SECRET_KEY")
+    assert parameter["Type"] == "SecureString"
+    assert re.fullmatch(r"[A-Za-z0-9_-]{50}", parameter["Value"])
+
+
+def test_secret_key_is_not_regenerated_by_the_second_run(provisioned):
+    assert _parameter(provisioned, "DJANGO_SECRET_KEY")["Version"] == 1
+
+
+def test_existing_parameter_keeps_its_value(provisioned):
+    parameter = _parameter(provisioned, "DATABASE_URL")
+    assert parameter["Value"] == KNOWN_DATABASE_URL
+    assert parameter["Version"] == 1
+
+
+def test_secret_values_never_appear_in_the_output(provisioned):
+    secrets = [_parameter(provisioned, "DJANGO_SECRET_KEY")["Value"], KNOWN_DATABASE_URL]
+    for run in provisioned.runs:
+        for secret in secrets:
+            assert secret not in run.stdout
+            assert secret not in run.stderr
+    # The task itself ran and was censored, not skipped.
+    results = provisioned.first.results("Ensure the app's secrets exist in SSM Parameter Store")
+    assert results["censored"].startswith("the output has been hidden")
+
+
+# ---------------------------------------------------------------------------------------------
+# EC2 instances
+
+
+def test_instances_are_tagged_and_named_for_the_inventory(provisioned):
+    fleet = [i for i in provisioned.instances_after_second_run if i["State"]["Name"] == "running"]
+    assert sorted(_tag(i, "Name") for i in fleet) == [f"{PREFIX}-web-1", f"{PREFIX}-web-2"]
+    for instance in fleet:
+        assert (_tag(instance, "App"), _tag(instance, "Env"), _tag(instance, "Role")) == (
+            "deploykit",
+            ENV,
+            "web",
+        )
+
+
+def test_instances_are_spread_over_the_web_subnets(provisioned):
+    by_name = {_tag(i, "Name"): i for i in provisioned.instances_after_second_run}
+    assert [by_name[f"{PREFIX}-web-{n}"]["SubnetId"] for n in (1, 2)] == provisioned.web_subnet_ids
+
+
+def test_instances_run_the_ami_type_key_profile_and_group_asked_for(provisioned):
+    web_group = _security_group(provisioned, f"{PREFIX}-web")["GroupId"]
+    for instance in provisioned.instances_after_second_run:
+        assert instance["ImageId"] == provisioned.ami_id
+        assert instance["InstanceType"] == "t3.small"
+        assert instance["KeyName"] == KEY_NAME
+        assert instance["IamInstanceProfile"]["Arn"].endswith(f":instance-profile/{PREFIX}-web")
+        assert [g["GroupId"] for g in instance["SecurityGroups"]] == [web_group]
+        assert instance["MetadataOptions"]["HttpTokens"] == "required"
+
+
+def test_second_run_launches_no_more_instances(provisioned):
+    assert len(provisioned.instances_after_second_run) == 2
+
+
+def test_inventory_finds_the_provisioned_hosts(provisioned):
+    result = subprocess.run(
+        [str(BIN / "ansible-inventory"), "-i", str(provisioned.inventory), "--list", "--yaml", "--export"],
+        cwd=ROOT,
+        env=provisioned.env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    groups = yaml.safe_load(result.stdout)["all"]["children"]
+    # After the scale-down run below: web-2 was terminated, so only web-1 is deployed to.
+    assert set(groups["role_web"]["hosts"]) == {f"{PREFIX}-web-1"}
+
+
+def test_lowering_the_count_terminates_the_highest_numbered_instance(provisioned):
+    states = {_tag(i, "Name"): i["State"]["Name"] for i in _fleet(provisioned.client("ec2"))}
+    assert states == {f"{PREFIX}-web-1": "running", f"{PREFIX}-web-2": "terminated"}
+
+
+# ---------------------------------------------------------------------------------------------
+# CodeBuild (CreateProject and BatchGetProjects in moto; UpdateProject and webhooks with Stubber)
+
+
+def test_codebuild_project_is_created_as_specified(provisioned):
+    (project,) = provisioned.client("codebuild").batch_get_projects(names=["deploykit"])["projects"]
+    codebuild_group = _security_group(provisioned, f"{PREFIX}-codebuild")["GroupId"]
+    assert project["source"] == {
+        "type": "GITHUB",
+        "location": "https://github.com/example/deploykit.git",
+        "gitCloneDepth": 1,
+        "buildspec": "buildspec.yml",
+    }
+    assert project["environment"] == {
+        "type": "LINUX_CONTAINER",
+        "image": "aws/codebuild/standard:7.0",
+        "computeType": "BUILD_GENERAL1_SMALL",
+        "privilegedMode": True,
+        "environmentVariables": [
+            {"name": "DEPLOY_ENV", "value": ENV, "type": "PLAINTEXT"},
+            {"name": "ECR_REPOSITORY", "value": "deploykit/app", "type": "PLAINTEXT"},
+        ],
+    }
+    assert project["cache"] == {"type": "LOCAL", "modes": ["LOCAL_DOCKER_LAYER_CACHE", "LOCAL_SOURCE_CACHE"]}
+    assert project["vpcConfig"] == {
+        "vpcId": provisioned.vpc_id,
+        "subnets": provisioned.codebuild_subnet_ids,
+        "securityGroupIds": [codebuild_group],
+    }
+    assert project["serviceRole"] == f"arn:aws:iam::{ACCOUNT}:role/{PREFIX}-codebuild"
+    assert project["artifacts"] == {"type": "NO_ARTIFACTS"}
+
+
+def test_second_run_changes_nothing_moto_can_answer(provisioned):
+    assert provisioned.second.changed_tasks() == []
+    assert provisioned.second.report["stats"]["localhost"]["changed"] == 0
+
+
+def test_webhook_task_asks_for_the_filter_groups_of_codebuild_yml(provisioned):
+    result = provisioned.check_webhook.results("Ensure pushes that pass the filter groups start a build")
+    assert result["changed"] is True
+    assert result["operation"] == "CreateWebhook"
+    assert result["webhook"]["filterGroups"] == CODEBUILD_VARS["codebuild_webhook_filter_groups"]
+
+
+# ---------------------------------------------------------------------------------------------
+# community.aws.codebuild_project's second run, with Stubber (moto answers UpdateProject with 500)
+
+
+def test_codebuild_project_second_run_sends_update_project_and_reports_no_change(provisioned):
+    from ansible_collections.community.aws.plugins.modules import codebuild_project
+
+    params = provisioned.first.results("Ensure the CodeBuild project exists")["invocation"]["module_args"]
+    (stored,) = provisioned.client("codebuild").batch_get_projects(names=["deploykit"])["projects"]
+    # As AWS describes a project: with lastModified (the module drops it before comparing) and
+    # the default queue timeout (moto says 0, below the API's minimum of 5).
+    aws_says = {
+        "lastModified": datetime.datetime(2025, 1, 1, tzinfo=datetime.UTC),
+        "queuedTimeoutInMinutes": 480,
+    }
+    project = {**stored, **aws_says}
+    client = _client("codebuild")
+    with Stubber(client) as stub:
+        stub.add_response(
+            "batch_get_projects", {"projects": [copy.deepcopy(project)]}, {"names": ["deploykit"]}
+        )
+        expected = {
+            key: stored[key]
+            for key in ("name", "description", "source", "artifacts", "cache", "environment", "serviceRole")
+        }
+        expected |= {"timeoutInMinutes": 60, "vpcConfig": stored["vpcConfig"], "tags": stored["tags"]}
+        stub.add_response("update_project", {"project": copy.deepcopy(project)}, expected)
+        _, changed = codebuild_project.create_or_update_project(client=client, params=params)
+        stub.assert_no_pending_responses()
+    assert changed is False
+
+
+# ---------------------------------------------------------------------------------------------
+# plugins/modules/codebuild_webhook.py, with Stubber
+
+
+def _load_webhook_module():
+    path = ROOT / "plugins" / "modules" / "codebuild_webhook.py"
+    spec = importlib.util.spec_from_file_location("deploykit_codebuild_webhook", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+webhook = _load_webhook_module()
+PUSH_TO_MAIN = CODEBUILD_VARS["codebuild_webhook_filter_groups"]
+PROJECT_ARN = f"arn:aws:codebuild:{REGION}:{ACCOUNT}:project/deploykit"
+PROVIDER_SECRET = "webhook-secret-from-the-provider"  # noqa: S105 - a made-up value to look for
+
+
+def _project(hook: dict[str, Any] | None = None) -> dict[str, Any]:
+    project = {"name": "deploykit", "arn": PROJECT_ARN}
+    if hook is not None:
+        project["webhook"] = hook
+    return project
+
+
+def _hook(groups: list[list[dict[str, Any]]], **extra: Any) -> dict[str, Any]:
+    return {
+        "url": "https://api.github.com/repos/example/deploykit/hooks/1",
+        "payloadUrl": f"https://codebuild.{REGION}.amazonaws.com/webhooks?t=abc",
+        "buildType": "BUILD",
+        "filterGroups": groups,
+        **extra,
+    }
+
+
+@pytest.fixture
+def codebuild() -> Iterator[tuple[Any, Stubber]]:
+    client = _client("codebuild")
+    with Stubber(client) as stub:
+        yield client, stub
+        stub.assert_no_pending_responses()
+
+
+def _describes(stub: Stubber, project: dict[str, Any] | None) -> None:
+    stub.add_response(
+        "batch_get_projects", {"projects": [project] if project else []}, {"names": ["deploykit"]}
+    )
+
+
+def test_webhook_is_created_when_the_project_has_none(codebuild):
+    client, stub = codebuild
+    _describes(stub, _project())
+    stub.add_response(
+        "create_webhook",
+        {"webhook": _hook(PUSH_TO_MAIN)},
+        {"projectName": "deploykit", "filterGroups": PUSH_TO_MAIN, "buildType": "BUILD"},
+    )
+    outcome = webhook.ensure_webhook(client, "deploykit", PUSH_TO_MAIN)
+    assert (outcome.changed, outcome.operation) == (True, "CreateWebhook")
+
+
+def test_no_call_is_made_when_the_filter_groups_are_equal(codebuild):
+    client, stub = codebuild
+    # As the API may return them: another order, excludeMatchedPattern left out when false.
+    reordered = [[{"type": "HEAD_REF", "pattern": "^refs/heads/main$"}, {"type": "EVENT", "pattern": "PUSH"}]]
+    _describes(stub, _project(_hook(reordered)))
+    # Stubber answers only what was queued: any CreateWebhook/UpdateWebhook would raise here.
+    outcome = webhook.ensure_webhook(client, "deploykit", PUSH_TO_MAIN)
+    assert (outcome.changed, outcome.operation) == (False, None)
+
+
+@pytest.mark.parametrize(
+    ("current", "build_type"),
+    [
+        pytest.param(
+            [[{"type": "EVENT", "pattern": "PUSH"}, {"type": "HEAD_REF", "pattern": "^refs/heads/develop$"}]],
+            "BUILD",
+            id="other-branch",
+        ),
+        pytest.param(
+            [[{"type": "EVENT", "pattern": "PUSH"}, {"type": "HEAD_REF", "pattern": "^refs/heads/main$",
+                                                      "excludeMatchedPattern": True}]],
+            "BUILD",
+            id="excluded-instead-of-included",
+        ),
+        pytest.param(
+            [*PUSH_TO_MAIN, [{"type": "EVENT", "pattern": "PULL_REQUEST_MERGED"}]], "BUILD", id="extra-group"
+        ),
+        pytest.param(PUSH_TO_MAIN, "BUILD_BATCH", id="other-build-type"),
+    ],
+)  # fmt: skip
+def test_webhook_is_updated_when_it_differs(codebuild, current, build_type):
+    client, stub = codebuild
+    _describes(stub, _project(_hook(current, buildType=build_type)))
+    stub.add_response(
+        "update_webhook",
+        {"webhook": _hook(PUSH_TO_MAIN)},
+        {"projectName": "deploykit", "filterGroups": PUSH_TO_MAIN, "buildType": "BUILD"},
+    )
+    outcome = webhook.ensure_webhook(client, "deploykit", PUSH_TO_MAIN)
+    assert (outcome.changed, outcome.operation) == (True, "UpdateWebhook")
+
+
+def test_check_mode_reports_the_change_without_making_it(codebuild):
+    client, stub = codebuild
+    _describes(stub, _project())
+    outcome = webhook.ensure_webhook(client, "deploykit", PUSH_TO_MAIN, check_mode=True)
+    assert (outcome.changed, outcome.operation) == (True, "CreateWebhook")
+    assert outcome.webhook["filterGroups"] == PUSH_TO_MAIN
+
+
+def test_webhook_is_deleted_when_absent_is_asked(codebuild):
+    client, stub = codebuild
+    _describes(stub, _project(_hook(PUSH_TO_MAIN)))
+    stub.add_response("delete_webhook", {}, {"projectName": "deploykit"})
+    outcome = webhook.ensure_webhook(client, "deploykit", state="absent")
+    assert (outcome.changed, outcome.operation) == (True, "DeleteWebhook")
+
+
+def test_no_call_is_made_to_delete_a_webhook_that_does_not_exist(codebuild):
+    client, stub = codebuild
+    _describes(stub, _project())
+    assert webhook.ensure_webhook(client, "deploykit", state="absent").changed is False
+
+
+def test_the_webhook_secret_is_never_returned(codebuild):
+    client, stub = codebuild
+    _describes(stub, _project())
+    stub.add_response(
+        "create_webhook",
+        {"webhook": _hook(PUSH_TO_MAIN, secret=PROVIDER_SECRET)},
+        {"projectName": "deploykit", "filterGroups": PUSH_TO_MAIN, "buildType": "BUILD"},
+    )
+    outcome = webhook.ensure_webhook(client, "deploykit", PUSH_TO_MAIN)
+    assert "secret" not in outcome.webhook
+    assert PROVIDER_SECRET not in json.dumps(outcome.webhook)
+
+
+def test_a_missing_project_is_an_error_and_nothing_is_created(codebuild):
+    client, stub = codebuild
+    _describes(stub, None)
+    with pytest.raises(webhook.WebhookError, match="deploykit does not exist"):
+        webhook.ensure_webhook(client, "deploykit", PUSH_TO_MAIN)
+
+
+@pytest.mark.parametrize(
+    ("groups", "message"),
+    [
+        pytest.param(
+            [[{"type": "HEAD_REF", "pattern": "^refs/heads/main$"}]], "no EVENT filter", id="no-event"
+        ),
+        pytest.param([[{"type": "EVENT"}]], "needs a type and a pattern", id="no-pattern"),
+        pytest.param(
+            [[{"type": "EVENT", "pattern": "PUSH", "exclude": True}]], "unknown keys", id="unknown-key"
+        ),
+        pytest.param([], "non-empty list of groups", id="no-groups"),
+    ],
+)
+def test_malformed_filter_groups_are_refused_before_any_write(codebuild, groups, message):
+    client, stub = codebuild
+    _describes(stub, _project())
+    with pytest.raises(webhook.WebhookError, match=message):
+        webhook.ensure_webhook(client, "deploykit", groups)
+
+
+def test_ansible_doc_reads_the_module_documentation():
+    result = subprocess.run(
+        [str(BIN / "ansible-doc"), "-M", str(ROOT / "plugins" / "modules"), "--json", "codebuild_webhook"],
+        cwd=ROOT,
+        env={**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg")},
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    options = json.loads(result.stdout)["codebuild_webhook"]["doc"]["options"]
+    assert {"project_name", "filter_groups", "build_type", "state", "region"} <= options.keys()
