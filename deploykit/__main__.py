@@ -44,6 +44,12 @@ def demo(args: argparse.Namespace) -> None:
     demo_module.down() if args.down else demo_module.up()
 
 
+def push(_args: argparse.Namespace) -> None:
+    from deploykit import demo as demo_module
+
+    demo_module.push()
+
+
 def bench(_args: argparse.Namespace) -> None:
     from deploykit import bench as bench_module
 
@@ -59,9 +65,12 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("check-deploy", help="Django's deploy checks on production settings").set_defaults(
         func=check_deploy
     )
-    demo_parser = commands.add_parser("demo", help="run the app from the working tree")
-    demo_parser.add_argument("--down", action="store_true", help="remove the demo container")
+    demo_parser = commands.add_parser("demo", help="stand-in up, push this commit, build, deploy, print URLs")
+    demo_parser.add_argument("--down", action="store_true", help="remove the stand-in's hosts and moto")
     demo_parser.set_defaults(func=demo)
+    commands.add_parser(
+        "push", help="push this commit to the local remote: the hook builds and deploys it"
+    ).set_defaults(func=push)
     commands.add_parser(
         "bench", help="measure and write reports/bench.json, docs/benchmarks.md"
     ).set_defaults(func=bench)

@@ -18,6 +18,11 @@ from deploykit.system import SetupError, say
 PORT = 3142
 URL = f"http://{network.GATEWAY}:{PORT}"
 _LOG = Path("/var/log/apt-cacher-ng/deploykit-start.log")
+# Without a backend of its own, apt-cacher-ng sends requests for deb.debian.org to mirrors from its
+# built-in list, which these machines cannot resolve (it answers 503); the archive the hosts name
+# is the one to fetch from.
+_BACKENDS = Path("/etc/apt-cacher-ng/backends_debian")
+_BACKEND = "http://deb.debian.org/debian/\n"
 
 
 def answers() -> bool:
@@ -30,6 +35,8 @@ def answers() -> bool:
 
 def ensure_apt_cache() -> str:
     """Start apt-cacher-ng unless it answers; return the proxy URL the test hosts use."""
+    if not _BACKENDS.exists() or _BACKENDS.read_text() != _BACKEND:
+        _BACKENDS.write_text(_BACKEND)
     if answers():
         return URL
     say(f"starting apt-cacher-ng on port {PORT}")

@@ -40,7 +40,7 @@ from typing import IO, Any, TextIO
 import yaml
 
 from deploykit.buildspec import PHASE_NAMES, Buildspec, BuildspecError, Phase, ReportGroup, load_buildspec
-from deploykit.system import CACHE, ROOT
+from deploykit.system import CACHE, DOCKER, ROOT
 
 PROJECT_VARS = ROOT / "playbooks" / "vars" / "codebuild.yml"
 BUILDS_DIR = CACHE / "builds"
@@ -840,6 +840,25 @@ class _Runner:
         return False, False
 
 
+def _build_image_tools(path: str) -> Path | None:
+    """A directory to put first on the build's PATH, holding the docker client to use, or None.
+
+    CodeBuild's images carry a docker client that builds with BuildKit. Where the first `docker`
+    on this machine's PATH cannot (PLATFORM.md: a newer client without the buildx plugin), the
+    build gets the client the project's tooling uses (deploykit.system.DOCKER) instead.
+    """
+    first = shutil.which("docker", path=path)
+    if first is None or shutil.which(DOCKER) is None or Path(first).resolve() == Path(DOCKER).resolve():
+        return None
+    tools = CACHE / "build-tools"
+    tools.mkdir(parents=True, exist_ok=True)
+    link = tools / "docker"
+    if not link.is_symlink() or os.readlink(link) != DOCKER:
+        link.unlink(missing_ok=True)
+        link.symlink_to(DOCKER)
+    return tools
+
+
 def _initial_environment(
     request: BuildRequest, spec: Buildspec, result: BuildResult, masker: Masker
 ) -> dict[str, str]:
@@ -908,6 +927,9 @@ def _initial_environment(
         for name in [name for name in environment if name.startswith("CODEBUILD_WEBHOOK_")]:
             del environment[name]
     environment.update(codebuild)
+    tools = _build_image_tools(environment.get("PATH", os.defpath))
+    if tools is not None:
+        environment["PATH"] = f"{tools}{os.pathsep}{environment.get('PATH', os.defpath)}"
     return environment
 
 

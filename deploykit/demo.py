@@ -1,134 +1,105 @@
-"""`make demo`: the app built from the working tree, running beside the local PostgreSQL."""
+"""`make demo`: the whole pipeline on the local stand-in, started by a `git push`.
+
+The stand-in's fleet comes up (moto plus three systemd hosts registered as EC2 instances), a local
+bare remote gets the push trigger, and the current commit is pushed to its `main`. The hook
+applies the webhook filter groups and runs buildspec.yml with the local CodeBuild runner: lint,
+tests, image build, push to the registry stand-in, `ansible-playbook deploy.yml` over the dynamic
+inventory. The demo ends with each host's URL and the release it serves.
+Only committed work is pushed: the build runs on a clean checkout, as CodeBuild's would.
+"""
 
 from __future__ import annotations
 
 import json
-import secrets
+import os
 import subprocess
-import time
 import urllib.error
 import urllib.request
 
-from deploykit import app_image, network, postgres
-from deploykit.system import CACHE, DOCKER, ROOT, SetupError, run, say
+from deploykit import app_image, codebuild, git_trigger, network, postgres, standin
+from deploykit.system import CACHE, ROOT, SetupError, run, say
 
-CONTAINER = "deploykit-demo"
-PORT = 8000
-URL = f"http://127.0.0.1:{PORT}/"
-READY_TIMEOUT_SECONDS = 60
+REMOTE = CACHE / "remote.git"
+REMOTE_NAME = "local"
+BRANCH = "main"
+
+
+def local_build_overrides() -> dict[str, str]:
+    """What a build on the local stand-in differs in, as a CodeBuild project's variables would."""
+    overrides = {
+        "DEPLOY_ENV": "local",
+        "REGISTRY": f"{network.GATEWAY}:5443",
+        "BASE_IMAGE": app_image.LOCAL_BASE_IMAGE,
+    }
+    if app_image.HOST_CA_BUNDLE.is_file():
+        overrides["BUILD_CA_BUNDLE"] = str(app_image.HOST_CA_BUNDLE)
+    return overrides
 
 
 def current_commit() -> str:
-    result = run(["git", "-C", str(ROOT), "rev-parse", "--short=12", "HEAD"], check=False)
-    return result.stdout.strip() if result.returncode == 0 else "uncommitted"
+    result = run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], check=False)
+    if result.returncode != 0:
+        raise SetupError("this tree has no commit to push; commit your work first")
+    return result.stdout.strip()
 
 
-def _env_file(image: str) -> str:
-    """Write the container's environment to a private file: the secret key never hits argv."""
-    database = postgres.database_url().replace("@127.0.0.1:", f"@{network.GATEWAY}:")
-    env = {
-        "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),
-        "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
-        "DATABASE_URL": database,
-        # The demo serves plain HTTP on loopback; production keeps the secure defaults.
-        "DJANGO_SECURE_SSL_REDIRECT": "false",
-        "APP_HOST_NAME": "demo (this machine)",
-        "APP_IMAGE": image,
-    }
-    path = CACHE / "demo.env"
-    CACHE.mkdir(exist_ok=True)
-    path.touch(mode=0o600)
-    path.write_text("".join(f"{key}={value}\n" for key, value in env.items()))
-    return str(path)
+def _remote_main() -> str:
+    result = run(["git", "--git-dir", str(REMOTE), "rev-parse", "--verify", "--quiet", BRANCH], check=False)
+    return result.stdout.strip()
 
 
-def down() -> None:
-    run([DOCKER, "rm", "--force", CONTAINER], check=False)
+def serving(host: standin.Host) -> str:
+    """The version a host's nginx serves, or why there is none."""
+    try:
+        with urllib.request.urlopen(f"http://{host.ip}/version.json", timeout=5) as response:
+            return json.load(response).get("version", "?")
+    except (urllib.error.URLError, OSError, ValueError) as error:
+        return f"no answer ({error})"
 
 
-def _docker_run(
-    image: str, env_file: str, *args: str, detach: bool = False
-) -> subprocess.CompletedProcess[str]:
-    base = [
-        DOCKER,
-        "run",
-        "--network",
-        network.NAME,
-        "--env-file",
-        env_file,
-        "--read-only",
-        "--tmpfs",
-        "/tmp",
-        "--cap-drop",
-        "ALL",
-        "--security-opt",
-        "no-new-privileges",
-    ]
-    if detach:
-        base += [
-            "--detach",
-            "--name",
-            CONTAINER,
-            "--publish",
-            f"127.0.0.1:{PORT}:8000",
-            "--restart",
-            "unless-stopped",
-        ]
-    else:
-        base += ["--rm"]
-    return run([*base, image, *args])
-
-
-def _wait_ready() -> None:
-    deadline = time.monotonic() + READY_TIMEOUT_SECONDS
-    last = "no answer"
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"{URL}readyz/", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except urllib.error.HTTPError as error:
-            last = error.read().decode(errors="replace")
-        except (urllib.error.URLError, OSError) as error:
-            last = str(error)
-        time.sleep(0.5)
-    logs = run([DOCKER, "logs", "--tail", "20", CONTAINER], check=False)
-    raise SetupError(
-        f"the app was not ready within {READY_TIMEOUT_SECONDS}s ({last}); last log lines:\n"
-        f"{logs.stdout}{logs.stderr}"
+def push() -> None:
+    """Push the current commit to the local remote's main; the hook builds and deploys it."""
+    commit = current_commit()
+    git_trigger.init_remote(
+        REMOTE,
+        vars_path=codebuild.PROJECT_VARS,
+        builds_dir=codebuild.BUILDS_DIR,
+        env_overrides=local_build_overrides(),
+    )
+    git_trigger.add_git_remote(REMOTE_NAME, REMOTE)
+    if _remote_main() == commit:
+        say(f"{REMOTE_NAME}/{BRANCH} is already at {commit[:12]}: nothing to push")
+        return
+    say(f"git push {REMOTE_NAME} HEAD:{BRANCH} ({commit[:12]}): the hook runs buildspec.yml")
+    # The pusher's environment reaches the build: the AWS stand-in's endpoint and the database
+    # the Django tests use (on CodeBuild, the buildspec starts a throwaway one instead).
+    env = standin.tool_env({**os.environ, "DATABASE_URL": postgres.database_url()})
+    subprocess.run(
+        ["git", "-C", str(ROOT), "push", "--force", REMOTE_NAME, f"HEAD:refs/heads/{BRANCH}"],
+        env=env,
+        check=True,
     )
 
 
 def up() -> None:
-    commit = current_commit()
-    tag = f"deploykit/app:demo-{commit}"
-    say(f"building {tag}")
-    app_image.build(tag, version=f"demo-{commit}", revision=commit, build_id="make-demo")
-    network.ensure_network()
-    env_file = _env_file(tag)
-    say("applying migrations")
-    _docker_run(tag, env_file, "python", "manage.py", "migrate", "--noinput")
-    down()
-    _docker_run(tag, env_file, detach=True)
-    _wait_ready()
-    run(
-        [
-            DOCKER,
-            "exec",
-            CONTAINER,
-            "python",
-            "manage.py",
-            "record_deploy",
-            "--host",
-            "demo",
-            "--actor",
-            "make demo",
-        ]
-    )
-    with urllib.request.urlopen(f"{URL}version.json", timeout=5) as response:
-        release = json.load(response)
-    say(
-        f"serving release {release['version']} (commit {release['git_commit']}, "
-        f"build {release['build_id']}, built {release['build_time']})"
-    )
-    print(f"\n  {URL}\n")
+    fleet = standin.up()
+    push()
+    tag = current_commit()[:12]
+    print()
+    failed = []
+    for host in fleet:
+        version = serving(host)
+        print(f"  http://{host.ip}/   {host.name}   serving {version}")
+        if version != tag:
+            failed.append(host.name)
+    print()
+    if failed:
+        raise SetupError(
+            f"{', '.join(failed)} not serving {tag}; the build's log is the last one under "
+            f"{codebuild.BUILDS_DIR.relative_to(ROOT)}/, and `make stand-in-status` shows the hosts"
+        )
+    say(f"every host serves commit {tag}, built and deployed by the pipeline")
+
+
+def down() -> None:
+    standin.down()

@@ -229,7 +229,7 @@ def init_remote(
     return hook
 
 
-def _add_git_remote(name: str, remote: Path) -> None:
+def add_git_remote(name: str, remote: Path) -> None:
     existing = subprocess.run(["git", "-C", str(ROOT), "remote"], capture_output=True, text=True, check=True)
     verb = "set-url" if name in existing.stdout.split() else "add"
     subprocess.run(["git", "-C", str(ROOT), "remote", verb, name, str(remote.resolve())], check=True)
@@ -289,7 +289,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 env_overrides=dict(args.env_override),
             )
             if args.add_remote:
-                _add_git_remote(args.add_remote, args.remote)
+                add_git_remote(args.add_remote, args.remote)
             _say(sys.stdout, f"local remote ready: {args.remote.resolve()} (hook: {hook})")
             _say(
                 sys.stdout,

@@ -21,6 +21,7 @@ import fcntl
 import ipaddress
 import json
 import os
+import secrets
 import shlex
 import shutil
 import signal
@@ -35,7 +36,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from deploykit import images, network
+from deploykit import images, network, postgres
 from deploykit.system import CACHE, DOCKER, ROOT, SetupError, main_guard, run, say
 
 STATE_DIR = CACHE / "standin"
@@ -78,9 +79,12 @@ BENCH_CIDR = "198.18.0.0/16"
 BENCH_PREFIX = "deploykit-bench-"
 
 # How the host images boot systemd here (PLATFORM.md): --privileged fails on these machines.
+# systempaths=unconfined leaves /proc/sys writable, which Debian 13's Docker needs to set up the
+# networks of the containers it runs.
 HOST_RUN_OPTIONS = (
     "--cap-add", "ALL", "--cap-drop", "SYS_RESOURCE",
     "--security-opt", "seccomp=unconfined", "--security-opt", "apparmor=unconfined",
+    "--security-opt", "systempaths=unconfined",
     "--cgroupns", "host", "--volume", "/sys/fs/cgroup:/sys/fs/cgroup:rw",
     "--tmpfs", "/run", "--tmpfs", "/run/lock",
 )  # fmt: skip
@@ -304,11 +308,16 @@ def stop_moto() -> bool:
 
 def ec2_client(region: str = REGION) -> Any:
     """A boto3 EC2 client of the stand-in (explicit endpoint and keys: no environment needed)."""
+    return client("ec2", region)
+
+
+def client(service: str, region: str = REGION) -> Any:
+    """A boto3 client of the stand-in's moto (explicit endpoint and keys: no environment needed)."""
     import boto3
     from botocore.config import Config
 
     return boto3.client(
-        "ec2",
+        service,
         endpoint_url=ENDPOINT,
         region_name=region,
         aws_access_key_id=_DUMMY_KEY,
@@ -732,6 +741,7 @@ def up(hosts: int = DEFAULT_HOSTS, distro: str = DEFAULT_DISTRO) -> list[Host]:
         if _await_moto(moto):
             changes.append(f"moto started on {ENDPOINT}")
         _register(ec2_client(), fleet, changes)
+        _ensure_app_parameters(changes)
         if _write_if_changed(ENV_FILE, env_script()):
             changes.append(f"wrote {ENV_FILE.relative_to(ROOT)}")
         _write_if_changed(STATE_FILE, json.dumps(_state(fleet), indent=2) + "\n")
@@ -739,6 +749,26 @@ def up(hosts: int = DEFAULT_HOSTS, distro: str = DEFAULT_DISTRO) -> list[Host]:
         say(change)
     say("stand-in up to date: nothing changed" if not changes else f"stand-in ready: {len(fleet)} hosts")
     return fleet
+
+
+def _ensure_app_parameters(changes: list[str]) -> None:
+    """The app's secrets in the stand-in's SSM, created only when absent, as provision.yml does on AWS.
+
+    The database is the platform's PostgreSQL, reached from the hosts at the network's gateway.
+    """
+    ssm = client("ssm")
+    wanted = {
+        f"/deploykit/{TAGS['Env']}/DJANGO_SECRET_KEY": lambda: secrets.token_urlsafe(50),
+        f"/deploykit/{TAGS['Env']}/DATABASE_URL": lambda: postgres.database_url().replace(
+            "@127.0.0.1:", f"@{network.GATEWAY}:"
+        ),
+    }
+    for name, value in wanted.items():
+        try:
+            ssm.put_parameter(Name=name, Value=value(), Type="SecureString", Overwrite=False)
+            changes.append(f"SSM parameter {name} created")
+        except ssm.exceptions.ParameterAlreadyExists:
+            pass
 
 
 def _state(fleet: list[Host]) -> dict[str, Any]:

@@ -32,8 +32,8 @@ def _config(env: str) -> dict[str, Any]:
     return yaml.safe_load((INVENTORY / env / "aws_ec2.yml").read_text())
 
 
-def _group_vars(env: str, name: str) -> dict[str, Any]:
-    return yaml.safe_load((INVENTORY / env / "group_vars" / "all" / name).read_text())
+def _group_vars(env: str, name: str, group: str = "all") -> dict[str, Any]:
+    return yaml.safe_load((INVENTORY / env / "group_vars" / group / name).read_text())
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -105,7 +105,7 @@ def test_group_vars_name_the_environment(env):
 
 @pytest.mark.parametrize("env", ENVIRONMENTS)
 def test_hosts_log_in_as_the_debian_ami_user(env):
-    assert _group_vars(env, "connection.yml")["ansible_user"] == "admin"
+    assert _group_vars(env, "connection.yml", "aws_ec2")["ansible_user"] == "admin"
 
 
 def test_inventory_cache_is_configured_but_left_off():
@@ -116,7 +116,7 @@ def test_inventory_cache_is_configured_but_left_off():
 
 
 def test_local_connection_paths_start_at_the_inventory():
-    connection = _group_vars("local", "connection.yml")
+    connection = _group_vars("local", "connection.yml", "aws_ec2")
     assert connection["deploykit_standin_dir"].startswith("{{ inventory_dir }}/")
     assert connection["ansible_ssh_private_key_file"].startswith("{{ deploykit_standin_dir }}/")
     assert (

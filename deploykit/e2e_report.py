@@ -1,0 +1,93 @@
+"""reports/e2e.json: one entry per end-to-end scenario, whatever happened to its tests.
+
+tests/e2e/conftest.py feeds it from pytest's reports: a scenario passed when every test of it ran
+and passed; a scenario none of whose tests ran is in the report too, as not passed, so that a
+reader of the file never mistakes a scenario that was left out for one that passed.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+# The scenarios of tests/e2e, in the order they run; the numbers are the test modules' prefixes.
+SCENARIOS = {
+    1: "v1 to three hosts",
+    2: "the same deploy again changes nothing",
+    3: "v2 under a constant request stream",
+    4: "a release that never becomes ready",
+    5: "a failing migration",
+    6: "rollback without pulling",
+    7: "two deploys at once",
+    8: "instances that stop or stop answering",
+    9: "secrets from SSM",
+    10: "bad input is refused",
+    11: "the app page in a browser",
+}
+
+
+def outcome_of(phases: dict[str, str]) -> str:
+    """A test's outcome from its phases' ones: a failed setup or teardown is an error."""
+    if any(phases.get(phase) == "failed" for phase in ("setup", "teardown")):
+        return "error"
+    return phases.get("call") or phases.get("setup") or "not run"
+
+
+@dataclass
+class Scenario:
+    number: int
+    name: str
+    phases: dict[str, dict[str, str]] = field(default_factory=dict)
+    seconds: float = 0.0
+    requests_sent: int = 0
+    requests_failed: int = 0
+
+    @property
+    def outcomes(self) -> dict[str, str]:
+        return {test: outcome_of(phases) for test, phases in self.phases.items()}
+
+    @property
+    def passed(self) -> bool:
+        outcomes = self.outcomes.values()
+        return bool(outcomes) and all(outcome == "passed" for outcome in outcomes)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": f"{self.number} {self.name}",
+            "passed": self.passed,
+            "requests_sent": self.requests_sent,
+            "requests_failed": self.requests_failed,
+            "duration_seconds": round(self.seconds, 1),
+            "tests": self.outcomes,
+        }
+
+
+class E2EReport:
+    """Collects test outcomes, durations and request counts per scenario; writes the JSON file."""
+
+    def __init__(self) -> None:
+        self.scenarios = {number: Scenario(number, name) for number, name in SCENARIOS.items()}
+        self.setup_seconds = 0.0
+
+    def record_phase(self, number: int, test: str, phase: str, outcome: str, seconds: float) -> None:
+        """One phase (setup, call, teardown) of one test, as pytest reports it."""
+        scenario = self.scenarios[number]
+        scenario.seconds += max(seconds, 0.0)
+        scenario.phases.setdefault(test, {})[phase] = outcome
+
+    def add_requests(self, number: int, sent: int, failed: int) -> None:
+        self.scenarios[number].requests_sent += sent
+        self.scenarios[number].requests_failed += failed
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "setup_seconds": round(self.setup_seconds, 1),
+            "scenarios": [scenario.as_dict() for scenario in self.scenarios.values()],
+        }
+
+    def write(self, path: Path) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.as_dict(), indent=2) + "\n")
+        return path
