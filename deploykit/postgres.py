@@ -18,6 +18,9 @@ PORT = 5433
 ROLE = "deploykit"
 DATABASE = "deploykit"
 URL_FILE = CACHE / "postgres-url"
+# The role's password, kept for the machine: every checkout (a CI clone beside a working tree)
+# shares the one cluster, and a new password per checkout would lock the others out.
+PASSWORD_FILE = Path("/var/lib/deploykit/postgres-password")
 DOCKER_NETWORKS = "172.16.0.0/12"
 
 
@@ -63,11 +66,16 @@ def _psql(sql: str, version: str) -> str:
 
 
 def _password() -> str:
-    if URL_FILE.exists():
+    if PASSWORD_FILE.exists():
+        return PASSWORD_FILE.read_text().strip()
+    password = secrets.token_urlsafe(24)
+    if URL_FILE.exists():  # a checkout set up before the password was kept for the machine
         match = re.match(r"postgres://[^:]+:([^@]+)@", URL_FILE.read_text())
-        if match:
-            return match.group(1)
-    return secrets.token_urlsafe(24)
+        password = match.group(1) if match else password
+    PASSWORD_FILE.parent.mkdir(parents=True, exist_ok=True)
+    PASSWORD_FILE.touch(mode=0o600)
+    PASSWORD_FILE.write_text(password + "\n")
+    return password
 
 
 def ensure_cluster() -> str:

@@ -5,7 +5,7 @@ set -euo pipefail
 
 # Packages by purpose: engine and image building, database, linting of shell scripts,
 # registry stand-in and its password file, apt cache for test hosts, load generation, SSH client
-# for Ansible and the stand-in.
+# for Ansible and the stand-in, a headless browser for the end-to-end page checks.
 readonly PACKAGES=(
   docker.io debootstrap
   postgresql
@@ -14,6 +14,7 @@ readonly PACKAGES=(
   apt-cacher-ng
   wrk
   openssh-client
+  chromium
 )
 readonly MIN_FREE_GIB=15
 

@@ -1,0 +1,61 @@
+"""The release container is hardened and labelled with what it runs."""
+
+from __future__ import annotations
+
+from app_deploy_scenario import instance
+
+testinfra_hosts = [f"docker://{instance()}"]
+
+
+def test_container_runs_as_a_non_root_user(host, serving):
+    assert serving["Config"]["User"] not in ("", "0", "root", "0:0")
+    assert host.check_output(f"docker exec {serving['Name'].lstrip('/')} id -u") != "0"
+
+
+def test_container_root_filesystem_is_read_only(host, serving):
+    assert serving["HostConfig"]["ReadonlyRootfs"] is True
+    assert host.run(f"docker exec {serving['Name'].lstrip('/')} touch /app/written-at-run-time").rc != 0
+
+
+def test_container_tmp_is_a_writable_tmpfs(host, serving):
+    assert "/tmp" in serving["HostConfig"]["Tmpfs"]
+    assert host.run(f"docker exec {serving['Name'].lstrip('/')} touch /tmp/scratch").rc == 0
+
+
+def test_container_drops_every_capability(host, serving):
+    assert [cap.upper() for cap in serving["HostConfig"]["CapDrop"]] == ["ALL"]
+    assert not serving["HostConfig"]["CapAdd"]
+    status = host.check_output(f"docker exec {serving['Name'].lstrip('/')} grep CapEff /proc/1/status")
+    assert status.split()[-1] == "0000000000000000"
+
+
+def test_container_cannot_gain_privileges(serving):
+    assert any(opt.startswith("no-new-privileges") for opt in serving["HostConfig"]["SecurityOpt"])
+
+
+def test_container_memory_is_limited(serving):
+    assert serving["HostConfig"]["Memory"] == 512 * 1024 * 1024
+
+
+def test_container_restarts_unless_stopped(serving):
+    assert serving["HostConfig"]["RestartPolicy"]["Name"] == "unless-stopped"
+
+
+def test_container_log_is_rotated(serving):
+    log = serving["HostConfig"]["LogConfig"]
+    assert log["Type"] == "json-file"
+    assert {"max-size", "max-file"} <= set(log["Config"])
+
+
+def test_container_is_published_on_loopback_only(serving):
+    bindings = [binding for port in serving["HostConfig"]["PortBindings"].values() for binding in port]
+    assert bindings
+    assert {binding["HostIp"] for binding in bindings} == {"127.0.0.1"}
+
+
+def test_container_labels_name_the_release_it_runs(serving, release_state):
+    labels = serving["Config"]["Labels"]
+    current = release_state["current"]
+    assert labels["org.deploykit.release"] == current["release"]
+    assert labels["org.deploykit.image-id"] == serving["Image"] == current["image_id"]
+    assert labels["org.deploykit.image"] == current["image"]

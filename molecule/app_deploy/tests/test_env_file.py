@@ -1,0 +1,38 @@
+"""The release's environment file: root only, with the secrets from where they were configured."""
+
+from __future__ import annotations
+
+import os
+
+import boto3
+from app_deploy_scenario import group_vars, instance
+
+testinfra_hosts = [f"docker://{instance()}"]
+
+
+def _env(host, path: str) -> dict[str, str]:
+    lines = host.file(path).content_string.splitlines()
+    return dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
+
+
+def test_env_file_is_readable_by_root_only(host, release_state):
+    env_file = host.file(release_state["current"]["env_file"])
+    assert (env_file.user, env_file.group, env_file.mode) == ("root", "root", 0o600)
+
+
+def test_env_directory_is_root_only(host, release_state):
+    directory = host.file(os.path.dirname(release_state["current"]["env_file"]))
+    assert (directory.user, directory.mode) == ("root", 0o700)
+
+
+def test_env_file_holds_the_secret_from_ssm(host, release_state):
+    parameter = group_vars()["app_deploy_ssm_env"]["DJANGO_SECRET_KEY"]
+    # The AWS stand-in, reached through AWS_ENDPOINT_URL as the role reached it.
+    expected = boto3.client("ssm").get_parameter(Name=parameter, WithDecryption=True)["Parameter"]["Value"]
+    assert _env(host, release_state["current"]["env_file"])["DJANGO_SECRET_KEY"] == expected
+
+
+def test_env_file_holds_the_plain_settings(host, release_state):
+    env = _env(host, release_state["current"]["env_file"])
+    assert env["DJANGO_SECURE_SSL_REDIRECT"] == "false"
+    assert env["APP_HOST_NAME"] == instance()

@@ -1,0 +1,70 @@
+"""nginx in front of the release: configured by edge_proxy, switched by app_deploy."""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+
+from app_deploy_scenario import get, instance
+
+testinfra_hosts = [f"docker://{instance()}"]
+
+UPSTREAM_FILE = "/etc/nginx/deploykit/upstream.conf"
+ACCESS_LOG = "/var/log/nginx/deploykit-access.log"
+
+
+def test_nginx_is_running_and_enabled(host):
+    nginx = host.service("nginx")
+    assert nginx.is_running
+    assert nginx.is_enabled
+
+
+def test_nginx_configuration_is_valid(host):
+    assert host.run("nginx -t").rc == 0
+
+
+def test_nginx_listens_on_the_public_port(host):
+    assert host.socket("tcp://0.0.0.0:80").is_listening
+
+
+def test_tls_is_off(host):
+    assert not host.socket("tcp://0.0.0.0:443").is_listening
+
+
+def test_default_site_is_disabled(host):
+    assert not host.file("/etc/nginx/sites-enabled/default").exists
+
+
+def test_upstream_points_at_the_serving_container(host, serving):
+    upstream = host.file(UPSTREAM_FILE).content_string
+    port = re.search(r"server 127\.0\.0\.1:(\d+);", upstream).group(1)
+    release = re.search(r"^# release: (\S+)$", upstream, re.MULTILINE).group(1)
+    published = [
+        b["HostPort"] for bindings in serving["HostConfig"]["PortBindings"].values() for b in bindings
+    ]
+    assert serving["State"]["Running"]
+    assert published == [port]
+    assert serving["Config"]["Labels"]["org.deploykit.release"] == release
+
+
+def test_access_log_records_upstream_timing(host, host_address):
+    marker = f"/version.json?probe={uuid.uuid4().hex}"
+    assert get(host_address, marker)[0] == 200
+    lines = [json.loads(line) for line in host.file(ACCESS_LOG).content_string.splitlines() if marker in line]
+    assert len(lines) == 1
+    entry = lines[0]
+    assert entry["status"] == 200
+    assert float(entry["upstream_response_time"]) >= 0
+    assert float(entry["request_time"]) >= float(entry["upstream_response_time"])
+    assert entry["upstream_addr"].startswith("127.0.0.1:")
+
+
+def test_app_sees_the_client_address_forwarded_by_nginx(host, host_address, serving):
+    marker = f"/version.json?forwarded={uuid.uuid4().hex}"
+    assert get(host_address, marker)[0] == 200
+    logs = host.check_output(f"docker logs --tail 200 {serving['Name'].lstrip('/')} 2>&1")
+    entries = [json.loads(line) for line in logs.splitlines() if marker.split("=")[1] in line]
+    assert entries
+    # The controller's address on the project network, as nginx saw it.
+    assert entries[-1]["forwarded_for"] == "172.30.0.1"
