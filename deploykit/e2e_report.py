@@ -69,7 +69,9 @@ class E2EReport:
 
     def __init__(self) -> None:
         self.scenarios = {number: Scenario(number, name) for number, name in SCENARIOS.items()}
+        # The session's own setup (stand-in up, images) and teardown (stand-in down).
         self.setup_seconds = 0.0
+        self.teardown_seconds = 0.0
 
     def record_phase(self, number: int, test: str, phase: str, outcome: str, seconds: float) -> None:
         """One phase (setup, call, teardown) of one test, as pytest reports it."""
@@ -84,6 +86,7 @@ class E2EReport:
     def as_dict(self) -> dict[str, Any]:
         return {
             "setup_seconds": round(self.setup_seconds, 1),
+            "teardown_seconds": round(self.teardown_seconds, 1),
             "scenarios": [scenario.as_dict() for scenario in self.scenarios.values()],
         }
 

@@ -1,0 +1,43 @@
+"""Scenario 3: v1 -> v2 while clients keep sending requests to every host: none of them fails."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def deploy_under_load(ansible, fleet, releases, request_stream, record_requests):
+    with request_stream(fleet.hosts) as stream:
+        run = ansible.deploy("v2-under-load", releases.v2.tag)
+    record_requests(stream.result)
+    return run, stream.result
+
+
+def test_every_host_serves_v2_after_the_rollout(deploy_under_load, fleet):
+    run, _ = deploy_under_load
+    assert run.returncode == 0, run.tail()
+    assert fleet.versions() == dict.fromkeys(fleet.names, "v2")
+
+
+def test_no_request_fails_while_every_host_switches(deploy_under_load, fleet):
+    _, stream = deploy_under_load
+    # The stream must have seen each host answer with the old and then the new release, or it did
+    # not cover the switch it is meant to watch.
+    seen = {name: sorted(stream.versions[name]) for name in fleet.names}
+    assert seen == {name: ["v1", "v2"] for name in fleet.names}, (
+        f"versions answered per host: {stream.versions}"
+    )
+    assert (stream.failed, stream.failures) == (0, []), f"{stream.failed} of {stream.sent} requests failed"
+
+
+def test_summary_names_each_hosts_release_before_and_after(deploy_under_load, fleet, releases):
+    run, _ = deploy_under_load
+    lines = re.findall(r'"(\S+): (\S+) -> (\S+) in [\d.]+ s"', run.play("Summarise the deploy"))
+    # A release may be named by its version or its image tag (CodeBuild makes them the same).
+    named = {releases.v1.tag: "v1", releases.v2.tag: "v2"}
+    summary = {host: (named.get(before, before), named.get(after, after)) for host, before, after in lines}
+    assert summary == {name: ("v1", "v2") for name in fleet.names}

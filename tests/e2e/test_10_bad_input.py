@@ -1,0 +1,74 @@
+"""Scenario 10: bad input is refused before any host changes, with a message that names it."""
+
+from __future__ import annotations
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+MISSING_PARAMETER = "/deploykit/local/DATABASE_URL"
+
+
+def _malformed_tag(ansible, releases, ssm):
+    # A branch name where a tag belongs.
+    return ansible.run("bad-tag", ansible.deploy_args("feature/login-page"))
+
+
+def _unknown_environment(ansible, releases, ssm):
+    return ansible.run(
+        "bad-environment", ansible.deploy_args(releases.v1.tag, inventory="inventory/nonexistent")
+    )
+
+
+def _missing_parameter(ansible, releases, ssm):
+    parameter = ssm.get_parameter(Name=MISSING_PARAMETER, WithDecryption=True)["Parameter"]
+    ssm.delete_parameter(Name=MISSING_PARAMETER)
+    try:
+        return ansible.run("bad-missing-ssm-parameter", ansible.deploy_args(releases.v1.tag))
+    finally:
+        ssm.put_parameter(Name=MISSING_PARAMETER, Value=parameter["Value"], Type=parameter["Type"])
+
+
+CASES = {
+    "malformed image tag": (
+        _malformed_tag,
+        ["app_deploy_image_tag=feature/login-page is not an image tag"],
+    ),
+    "unknown environment": (
+        _unknown_environment,
+        ["inventory/nonexistent"],
+    ),
+    "missing SSM parameter": (
+        _missing_parameter,
+        ["Missing SSM parameter(s) for the app", MISSING_PARAMETER],
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def refusals(ansible, fleet, releases, ssm):
+    """Each bad deploy, run once, with the fleet's containers before and after it."""
+    done = {}
+
+    def refusal(case):
+        if case not in done:
+            before = fleet.snapshot()
+            run = CASES[case][0](ansible, releases, ssm)
+            done[case] = (before, run, fleet.snapshot())
+        return done[case]
+
+    return refusal
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_bad_input_is_refused_with_a_message_naming_it(refusals, case):
+    _, run, _ = refusals(case)
+    assert run.returncode != 0, run.tail()
+    assert [text for text in CASES[case][1] if text not in run.output] == [], run.tail()
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_bad_input_changes_no_host(refusals, fleet, case):
+    before, run, after = refusals(case)
+    assert [host for host in run.recap() if host in fleet.names] == []
+    assert after == before
