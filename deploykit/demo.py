@@ -30,6 +30,8 @@ def local_build_overrides() -> dict[str, str]:
         "DEPLOY_ENV": "local",
         "REGISTRY": f"{network.GATEWAY}:5443",
         "BASE_IMAGE": app_image.LOCAL_BASE_IMAGE,
+        # The hosts' SSH key and known host keys, which a clean checkout does not have.
+        "DEPLOYKIT_STANDIN_DIR": str(standin.STATE_DIR),
     }
     if app_image.HOST_CA_BUNDLE.is_file():
         overrides["BUILD_CA_BUNDLE"] = str(app_image.HOST_CA_BUNDLE)
