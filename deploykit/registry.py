@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from deploykit import network
-from deploykit.system import SetupError, run, say
+from deploykit.system import DOCKER, SetupError, run, say
 
 STATE = Path(os.environ.get("DEPLOYKIT_STATE_DIR", "/var/lib/deploykit"))
 PKI = STATE / "pki"
@@ -187,8 +187,6 @@ def ensure_registry() -> str:
 
 def push(local_tag: str, repository: str, tag: str) -> str:
     """Tag a local image into the registry and push it; return the image URI."""
-    from deploykit.system import DOCKER
-
     uri = f"{ADDRESS}/{repository}:{tag}"
     config_dir = _DIR / "docker-config"  # a login of our own, not written to the user's ~/.docker
     config_dir.mkdir(exist_ok=True)

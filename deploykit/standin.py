@@ -379,6 +379,10 @@ def instances(ec2: Any, env: str, states: tuple[str, ...]) -> list[dict[str, Any
         {"Name": "tag:Env", "Values": [env]},
         {"Name": "instance-state-name", "Values": list(states)},
     ]
+    return _describe_instances(ec2, filters)
+
+
+def _describe_instances(ec2: Any, filters: list[dict[str, Any]]) -> list[dict[str, Any]]:
     pages = ec2.get_paginator("describe_instances").paginate(Filters=filters)
     return [
         instance
@@ -854,12 +858,9 @@ def _foreign_instances(ec2: Any) -> list[dict[str, Any]]:
         {"Name": "tag:Env", "Values": [TAGS["Env"]]},
         {"Name": "instance-state-name", "Values": ["running"]},
     ]
-    pages = ec2.get_paginator("describe_instances").paginate(Filters=filters)
     return [
         instance
-        for page in pages
-        for reservation in page["Reservations"]
-        for instance in reservation["Instances"]
+        for instance in _describe_instances(ec2, filters)
         if tag_value(instance, MANAGED_BY["Key"]) != MANAGED_BY["Value"]
     ]
 
