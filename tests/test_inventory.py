@@ -108,6 +108,13 @@ def test_hosts_log_in_as_the_debian_ami_user(env):
     assert _group_vars(env, "connection.yml", "aws_ec2")["ansible_user"] == "admin"
 
 
+def test_the_aws_environments_connect_the_same_way():
+    # Production and staging differ in data only; how SSH reaches and trusts a host is not data.
+    assert _group_vars("production", "connection.yml", "aws_ec2") == _group_vars(
+        "staging", "connection.yml", "aws_ec2"
+    )
+
+
 def test_inventory_cache_is_configured_but_left_off():
     config = _config("local")
     assert "cache" not in config  # so ANSIBLE_INVENTORY_CACHE=true can switch it on
