@@ -536,7 +536,11 @@ def test_codebuild_project_is_created_as_specified(provisioned):
             {"name": "ECR_REPOSITORY", "value": "deploykit/app", "type": "PLAINTEXT"},
         ],
     }
-    assert project["cache"] == {"type": "LOCAL", "modes": ["LOCAL_DOCKER_LAYER_CACHE", "LOCAL_SOURCE_CACHE"]}
+    # LOCAL_CUSTOM_CACHE: without it buildspec.yml's cache.paths (pip's cache) caches nothing.
+    assert project["cache"] == {
+        "type": "LOCAL",
+        "modes": ["LOCAL_DOCKER_LAYER_CACHE", "LOCAL_SOURCE_CACHE", "LOCAL_CUSTOM_CACHE"],
+    }
     assert project["vpcConfig"] == {
         "vpcId": provisioned.vpc_id,
         "subnets": provisioned.codebuild_subnet_ids,
