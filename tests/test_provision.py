@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import datetime
+import fnmatch
 import importlib.util
 import json
 import os
@@ -48,7 +49,9 @@ PREFIX = f"deploykit-{ENV}"
 VPC_CIDR = "10.20.0.0/16"
 HTTP_CIDR = "10.20.8.0/22"  # where the load balancer would be
 SSH_CIDR = "192.0.2.0/24"
-KEY_NAME = "deploykit-provtest"
+# The instances' key pair: not there before the first run, so the play makes it (the default name).
+KEY_NAME = f"deploykit-{ENV}"
+DEPLOY_KEY_PARAMETER = f"/deploykit/{ENV}/DEPLOY_SSH_KEY"
 KNOWN_DATABASE_URL = "postgres://app:known-before-provisioning@db.example.test:5432/app"
 # The moto runs skip what moto cannot answer (module docstring).
 FIRST_RUN_SKIPS = "codebuild_webhook"
@@ -200,15 +203,15 @@ def _playbook(env: dict[str, str], inventory: Path, *args: str) -> Run:
     return Run(result.returncode, result.stdout, result.stderr)
 
 
-def _write_inventory(path: Path, infra: dict[str, Any]) -> None:
+def _write_inventory(path: Path, infra: dict[str, Any], env: str = ENV) -> None:
     """An environment directory like inventory/production, with this test's data."""
     config = yaml.safe_load((ROOT / "inventory" / "production" / "aws_ec2.yml").read_text())
     config["regions"] = [REGION]
-    config["filters"]["tag:Env"] = ENV
+    config["filters"]["tag:Env"] = env
     group_vars = path / "group_vars" / "all"
     group_vars.mkdir(parents=True)
     (path / "aws_ec2.yml").write_text(yaml.safe_dump(config))
-    (group_vars / "environment.yml").write_text(yaml.safe_dump({"app_env": ENV, "aws_region": REGION}))
+    (group_vars / "environment.yml").write_text(yaml.safe_dump({"app_env": env, "aws_region": REGION}))
     (group_vars / "provision.yml").write_text(yaml.safe_dump(infra))
 
 
@@ -222,7 +225,7 @@ def _fleet(ec2) -> list[dict[str, Any]]:
 def provisioned(moto_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> Provisioned:
     """An empty account with a VPC, provisioned twice, checked once for the webhook, then scaled down."""
     ec2, ssm = _client("ec2", moto_endpoint), _client("ssm", moto_endpoint)
-    # What the environment owns before provisioning: its network, a key pair, a Debian AMI.
+    # What the environment owns before provisioning: its network and a Debian AMI (no key pair).
     vpc_id = ec2.create_vpc(CidrBlock=VPC_CIDR)["Vpc"]["VpcId"]
     subnets = [
         ec2.create_subnet(VpcId=vpc_id, CidrBlock=f"10.20.{number}.0/24", AvailabilityZone=f"{REGION}{zone}")[
@@ -230,7 +233,6 @@ def provisioned(moto_endpoint: str, tmp_path_factory: pytest.TempPathFactory) ->
         ]["SubnetId"]
         for number, zone in ((1, "a"), (2, "b"), (3, "a"))
     ]
-    ec2.create_key_pair(KeyName=KEY_NAME)
     ami_id = ec2.register_image(
         Name="debian-12-amd64-20250101-1234",
         Architecture="x86_64",
@@ -247,7 +249,6 @@ def provisioned(moto_endpoint: str, tmp_path_factory: pytest.TempPathFactory) ->
         "provision_codebuild_subnet_ids": subnets[2:],
         "provision_web_ami_id": ami_id,
         "provision_web_instance_count": 2,
-        "provision_web_key_name": KEY_NAME,
         "provision_http_cidrs": [HTTP_CIDR],
         "provision_codebuild_source_location": "https://github.com/example/deploykit.git",
         # Optional per-environment settings, given where an environment gives them.
@@ -297,6 +298,8 @@ def _render_policy(name: str, **extra: Any) -> dict[str, Any]:
         "codebuild_project_name": CODEBUILD_VARS["codebuild_project_name"],
         "ssm_prefix": f"/deploykit/{ENV}",
         "deploy_lock_parameter": f"/deploykit/{ENV}/deploy-lock",
+        "app": "deploykit",
+        "env": ENV,
         **extra,
     }
     return json.loads(environment.from_string((POLICIES / name).read_text()).render(**values))
@@ -383,6 +386,51 @@ def test_codebuild_role_may_write_only_the_deploy_lock_parameter(provisioned):
     ]
 
 
+def _codebuild_policy(provisioned: Provisioned) -> dict[str, Any]:
+    return provisioned.client("iam").get_role_policy(
+        RoleName=f"{PREFIX}-codebuild", PolicyName="codebuild-service-role"
+    )["PolicyDocument"]
+
+
+def _statement(document: dict[str, Any], sid: str) -> dict[str, Any]:
+    (statement,) = [s for s in document["Statement"] if s.get("Sid") == sid]
+    return statement
+
+
+def _actions(statement: dict[str, Any]) -> list[str]:
+    action = statement["Action"]
+    return [action] if isinstance(action, str) else action
+
+
+def test_codebuild_role_may_read_the_console_of_its_environments_instances_only(provisioned):
+    # The host keys of the fleet (deploykit/known_hosts.py): GetConsoleOutput, nothing else, and only
+    # on instances tagged as this environment's.
+    statement = _statement(_codebuild_policy(provisioned), "ReadTheFleetsHostKeysFromTheConsole")
+    assert _actions(statement) == ["ec2:GetConsoleOutput"]
+    assert statement["Resource"] == f"arn:aws:ec2:{REGION}:{ACCOUNT}:instance/*"
+    assert statement["Condition"] == {
+        "StringEquals": {"aws:ResourceTag/App": "deploykit", "aws:ResourceTag/Env": ENV}
+    }
+
+
+def test_codebuild_role_may_ask_whether_a_tag_is_pushed_in_the_one_repository(provisioned):
+    statement = _statement(_codebuild_policy(provisioned), "SeeWhetherTheTagIsPushed")
+    assert _actions(statement) == ["ecr:DescribeImages"]
+    assert statement["Resource"] == f"arn:aws:ecr:{REGION}:{ACCOUNT}:repository/deploykit/app"
+
+
+def test_codebuild_role_reads_the_deploy_key_and_needs_no_kms_statement(provisioned):
+    document = _codebuild_policy(provisioned)
+    reads = _statement(document, "ReadTheEnvironmentsParameters")
+    assert "ssm:GetParameter" in _actions(reads)
+    assert fnmatch.fnmatchcase(
+        f"arn:aws:ssm:{REGION}:{ACCOUNT}:parameter{DEPLOY_KEY_PARAMETER}", reads["Resource"]
+    )
+    # SecureStrings under the AWS-managed key aws/ssm, whose key policy lets the account's principals
+    # decrypt through SSM: an IAM statement for KMS would add nothing.
+    assert not [a for s in document["Statement"] for a in _actions(s) if a.startswith("kms:")]
+
+
 def test_web_role_has_the_repository_policy_document_and_the_ssm_core_policy(provisioned):
     iam = provisioned.client("iam")
     role = iam.get_role(RoleName=f"{PREFIX}-web")["Role"]
@@ -455,6 +503,61 @@ def test_secret_values_never_appear_in_the_output(provisioned):
     # The task itself ran and was censored, not skipped.
     results = provisioned.first.results("Ensure the app's secrets exist in SSM Parameter Store")
     assert results["censored"].startswith("the output has been hidden")
+
+
+# ---------------------------------------------------------------------------------------------
+# The deploy key (moto makes real ed25519 key pairs; it does not encrypt the SecureString)
+
+
+def _key_pair(provisioned: Provisioned, name: str = KEY_NAME) -> dict[str, Any]:
+    (pair,) = provisioned.client("ec2").describe_key_pairs(KeyNames=[name], IncludePublicKey=True)["KeyPairs"]
+    return pair
+
+
+def _deploy_key(provisioned: Provisioned) -> dict[str, Any]:
+    return provisioned.client("ssm").get_parameter(Name=DEPLOY_KEY_PARAMETER, WithDecryption=True)[
+        "Parameter"
+    ]
+
+
+def test_the_play_makes_the_instances_key_pair_when_there_is_none(provisioned):
+    pair = _key_pair(provisioned)
+    assert pair["KeyType"] == "ed25519"
+    assert (_tag(pair, "App"), _tag(pair, "Env")) == ("deploykit", ENV)
+
+
+def test_the_deploy_key_is_the_private_half_of_the_key_pair_as_a_securestring(provisioned, tmp_path):
+    parameter = _deploy_key(provisioned)
+    assert parameter["Type"] == "SecureString"
+    # ssh-keygen -y derives the public half, as ssh-add would read the key (a key moto made for this test).
+    private = tmp_path / "deploy-key"
+    private.touch(mode=0o600)
+    private.write_text(parameter["Value"] + "\n")
+    public = subprocess.run(
+        ["ssh-keygen", "-y", "-f", str(private)], capture_output=True, text=True, check=True
+    )
+    assert public.stdout.split()[:2] == _key_pair(provisioned)["PublicKey"].split()[:2]
+
+
+def test_the_second_run_keeps_the_key_pair_and_the_deploy_key(provisioned):
+    assert _deploy_key(provisioned)["Version"] == 1
+    # One key pair of that name, the one the instances were launched with.
+    assert {i["KeyName"] for i in provisioned.instances_after_second_run} == {KEY_NAME}
+
+
+def test_the_deploy_key_never_appears_in_the_output(provisioned):
+    key = _deploy_key(provisioned)["Value"]
+    body = [line for line in key.splitlines() if line and not line.startswith("-----")]
+    assert body
+    for run in provisioned.runs:
+        for line in body:
+            assert line not in run.stdout
+            assert line not in run.stderr
+    for task in (
+        "Ensure the instances' key pair exists",
+        "Ensure the deploy key is stored in SSM Parameter Store",
+    ):
+        assert provisioned.first.results(task)["censored"].startswith("the output has been hidden")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -534,6 +637,8 @@ def test_codebuild_project_is_created_as_specified(provisioned):
         "environmentVariables": [
             {"name": "DEPLOY_ENV", "value": ENV, "type": "PLAINTEXT"},
             {"name": "ECR_REPOSITORY", "value": "deploykit/app", "type": "PLAINTEXT"},
+            # The parameter's name, which buildspec.yml reads the key from; not the key.
+            {"name": "DEPLOY_SSH_KEY_PARAMETER", "value": DEPLOY_KEY_PARAMETER, "type": "PLAINTEXT"},
         ],
     }
     # LOCAL_CUSTOM_CACHE: without it buildspec.yml's cache.paths (pip's cache) caches nothing.
@@ -773,3 +878,71 @@ def test_ansible_doc_reads_the_module_documentation():
     assert result.returncode == 0, result.stderr
     options = json.loads(result.stdout)["codebuild_webhook"]["doc"]["options"]
     assert {"project_name", "filter_groups", "build_type", "state", "region"} <= options.keys()
+
+
+# ---------------------------------------------------------------------------------------------
+# The deploy key when the key pair or the parameter already exists (moto; only the deploy_key tasks)
+
+# Required inputs the deploy_key runs never use: the play checks them before any task.
+_UNUSED_INFRA = {
+    "provision_vpc_id": "vpc-00000000000000000",
+    "provision_web_subnet_ids": ["subnet-00000000000000000"],
+    "provision_codebuild_subnet_ids": ["subnet-00000000000000001"],
+    "provision_web_ami_id": "ami-00000000000000000",
+    "provision_web_instance_count": 1,
+    "provision_http_cidrs": [HTTP_CIDR],
+    "provision_codebuild_source_location": "https://github.com/example/deploykit.git",
+}
+
+
+def _deploy_key_run(moto_endpoint: str, tmp_path: Path, env: str) -> Run:
+    inventory = tmp_path / env
+    _write_inventory(inventory, _UNUSED_INFRA, env=env)
+    return _playbook(_tool_env(moto_endpoint), inventory, "--tags", "deploy_key")
+
+
+def test_a_key_pair_whose_private_key_is_not_in_ssm_is_refused_before_any_change(moto_endpoint, tmp_path):
+    env = "provkeya"
+    ec2, ssm = _client("ec2", moto_endpoint), _client("ssm", moto_endpoint)
+    before = ec2.create_key_pair(KeyName=f"deploykit-{env}", KeyType="rsa")["KeyPairId"]
+    run = _deploy_key_run(moto_endpoint, tmp_path, env)
+    assert run.returncode != 0
+    message = run.results("Check that a key pair that exists has its private key in SSM")["msg"]
+    assert (
+        f"deploykit-{env} exists, but its private key is not in SSM at /deploykit/{env}/DEPLOY_SSH_KEY"
+        in message
+    )
+    assert run.changed_tasks() == []
+    wanted = [{"Key": "Name", "Values": [f"/deploykit/{env}/DEPLOY_SSH_KEY"]}]
+    assert ssm.describe_parameters(ParameterFilters=wanted)["Parameters"] == []
+    (after,) = ec2.describe_key_pairs(KeyNames=[f"deploykit-{env}"])["KeyPairs"]
+    assert after["KeyPairId"] == before
+
+
+def test_a_key_pair_with_its_private_key_in_ssm_is_taken_as_it_is(moto_endpoint, tmp_path):
+    # An RSA pair made by hand: the play's key type (ed25519) must not make the module replace it.
+    env = "provkeyb"
+    ec2, ssm = _client("ec2", moto_endpoint), _client("ssm", moto_endpoint)
+    pair = ec2.create_key_pair(KeyName=f"deploykit-{env}", KeyType="rsa")
+    ssm.put_parameter(Name=f"/deploykit/{env}/DEPLOY_SSH_KEY", Value=pair["KeyMaterial"], Type="SecureString")
+    run = _deploy_key_run(moto_endpoint, tmp_path, env)
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
+    assert run.changed_tasks() == []
+    (after,) = ec2.describe_key_pairs(KeyNames=[f"deploykit-{env}"])["KeyPairs"]
+    assert (after["KeyPairId"], after["KeyType"]) == (pair["KeyPairId"], "rsa")
+    stored = ssm.get_parameter(Name=f"/deploykit/{env}/DEPLOY_SSH_KEY", WithDecryption=True)["Parameter"]
+    assert (stored["Value"], stored["Version"]) == (pair["KeyMaterial"], 1)
+    assert pair["KeyMaterial"].splitlines()[1] not in run.stdout + run.stderr
+
+
+def test_a_stored_deploy_key_without_its_key_pair_is_refused_before_any_change(moto_endpoint, tmp_path):
+    env = "provkeyc"
+    ssm = _client("ssm", moto_endpoint)
+    ssm.put_parameter(Name=f"/deploykit/{env}/DEPLOY_SSH_KEY", Value="not a key", Type="SecureString")
+    run = _deploy_key_run(moto_endpoint, tmp_path, env)
+    assert run.returncode != 0
+    message = run.results("Check that a stored deploy key has its key pair in EC2")["msg"]
+    assert f"but the key pair deploykit-{env} does not exist" in message
+    assert run.changed_tasks() == []
+    named = [{"Name": "key-name", "Values": [f"deploykit-{env}"]}]
+    assert _client("ec2", moto_endpoint).describe_key_pairs(Filters=named)["KeyPairs"] == []
