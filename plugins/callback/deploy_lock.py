@@ -2,7 +2,10 @@
 
 A play that fails (a host that does not pass the readiness gate, an unreachable host) stops the
 playbook, so a last play cannot be relied on to release the lock. The end-of-run statistics
-are always reported, success or failure; this plugin releases the lock there. It also gives
+are reported on success and failure; this plugin releases the lock there, and when the process
+exits without them (an error that aborts the run, such as a role that does not parse, or
+Ctrl-C). Only a killed controller leaves the lock behind: that is the stale lock that
+`-e deploy_lock_force=true` takes over. It also gives
 every run an id (DEPLOYKIT_RUN_ID) that the deploy_lock module records, so only the run that
 took the lock gives it back.
 """
@@ -19,6 +22,7 @@ requirements:
   - boto3
 """
 
+import atexit
 import json
 import os
 import tempfile
@@ -37,8 +41,12 @@ class CallbackModule(CallbackBase):
     def __init__(self) -> None:
         super().__init__()
         self.run_id = os.environ.setdefault("DEPLOYKIT_RUN_ID", uuid.uuid4().hex)
+        atexit.register(self._release)
 
     def v2_playbook_on_stats(self, stats) -> None:
+        self._release()
+
+    def _release(self) -> None:
         marker = os.path.join(tempfile.gettempdir(), f"deploykit-lock-{self.run_id}.json")
         if not os.path.exists(marker):
             return
