@@ -50,10 +50,10 @@ def push(_args: argparse.Namespace) -> None:
     demo_module.push()
 
 
-def bench(_args: argparse.Namespace) -> None:
+def bench(args: argparse.Namespace) -> None:
     from deploykit import bench as bench_module
 
-    bench_module.run_all()
+    bench_module.run_all(tuple(args.part or ("image", "deploy")))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -71,9 +71,11 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser(
         "push", help="push this commit to the local remote: the hook builds and deploys it"
     ).set_defaults(func=push)
-    commands.add_parser(
-        "bench", help="measure and write reports/bench.json, docs/benchmarks.md"
-    ).set_defaults(func=bench)
+    bench_parser = commands.add_parser("bench", help="measure; write reports/bench.json, docs/benchmarks.md")
+    bench_parser.add_argument(
+        "--part", action="append", choices=["image", "deploy"], help="only these benchmarks (default: all)"
+    )
+    bench_parser.set_defaults(func=bench)
     args = parser.parse_args(argv)
     return main_guard(lambda: args.func(args))
 

@@ -8,8 +8,10 @@ task serves both worlds. State lives under /var/lib/deploykit so images survive 
 
 from __future__ import annotations
 
+import base64
 import datetime
 import ipaddress
+import json
 import os
 import signal
 import ssl
@@ -195,3 +197,17 @@ def push(local_tag: str, repository: str, tag: str) -> str:
     run([DOCKER, "tag", local_tag, uri])
     run([DOCKER, "push", uri], env=env)
     return uri
+
+
+def tags(repository: str) -> list[str]:
+    """The tags `repository` has in the registry, as its v2 API lists them (none: an empty list)."""
+    context = ssl.create_default_context(cafile=str(CA_CERT))
+    request = urllib.request.Request(f"https://127.0.0.1:{PORT}/v2/{repository}/tags/list")
+    request.add_header("Authorization", "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode())
+    try:
+        with urllib.request.urlopen(request, context=context, timeout=10) as response:
+            return sorted(json.load(response).get("tags") or [])
+    except urllib.error.HTTPError as error:
+        if error.code == 404:  # a repository nothing was pushed to yet
+            return []
+        raise

@@ -1,0 +1,151 @@
+"""A rollout's timeline, from what the deploy_timeline callback recorded (DEPLOYKIT_TIMELINE).
+
+`phases()` turns the recorded task times into each host's phases (pull, start, gate, switch,
+drain, stop old), `host_seconds()` into the time the rollout spent on each host, and `draw()`
+into docs/rollout-timeline.png. Nothing here is estimated: every bar is a measured task.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+PLAN_PLAY = "Plan the rollout"
+ROLLOUT_PLAY = "Roll out the release"
+# Task names (as the callback records them, "role : name") of each phase.
+_PHASE_TASKS = {
+    "pull": (
+        "app_deploy : login | Log in to the image registry",
+        "app_deploy : pull | Ensure the release image is on the host",
+    ),
+    "start": ("app_deploy : swap | Ensure the new release runs beside the serving one",),
+    "gate": ("app_deploy : swap | Wait until the new release is ready",),
+    "switch": (
+        "app_deploy : swap | Point nginx at the new release and wait for the workers from before the switch",
+    ),
+    "stop old": ("app_deploy : swap | Ensure the old release is stopped and removed",),
+}
+_PLAY_LABELS = {
+    PLAN_PLAY: "plan: every host at once",
+    "Apply the database migrations once, from the new image": "migrations",
+    ROLLOUT_PLAY: "rolling switch, a batch at a time",
+}
+COLOURS = {
+    "pull": "#4c72b0",
+    "start": "#55a868",
+    "gate": "#c44e52",
+    "switch": "#8172b2",
+    "drain": "#ccb974",
+    "stop old": "#64b5cd",
+}
+
+
+@dataclass(frozen=True)
+class Phase:
+    host: str
+    name: str
+    start: float
+    end: float
+
+    @property
+    def seconds(self) -> float:
+        return self.end - self.start
+
+
+def load(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text())
+
+
+def phases(timeline: dict[str, Any]) -> list[Phase]:
+    """Each host's measured phases, in seconds since the run started. The switch task ends with
+    the wait for nginx's old workers, which it reports as its `drain` timing: that part is drawn
+    as the drain."""
+    origin = timeline["started"]
+    found = []
+    for event in timeline["tasks"]:
+        for name, tasks in _PHASE_TASKS.items():
+            if event["task"] not in tasks or event["outcome"] in ("skipped", "failed"):
+                continue
+            start, end = event["start"] - origin, event["end"] - origin
+            drain = event.get("timings", {}).get("drain")
+            if name == "switch" and drain is not None:
+                found.append(Phase(event["host"], "switch", start, end - drain))
+                found.append(Phase(event["host"], "drain", end - drain, end))
+            else:
+                found.append(Phase(event["host"], name, start, end))
+    return found
+
+
+def host_spans(timeline: dict[str, Any], play: str = ROLLOUT_PLAY) -> dict[str, tuple[float, float]]:
+    """First start and last end of each host's tasks in `play`, in seconds since the run started."""
+    origin = timeline["started"]
+    spans: dict[str, tuple[float, float]] = {}
+    for event in timeline["tasks"]:
+        if event["play"] != play:
+            continue
+        start, end = event["start"] - origin, event["end"] - origin
+        first, last = spans.get(event["host"], (start, end))
+        spans[event["host"]] = (min(first, start), max(last, end))
+    return spans
+
+
+def host_seconds(timeline: dict[str, Any]) -> dict[str, float]:
+    """What the rollout spent on each host: its login and pull while the plan prepared every host
+    at once, plus its whole turn in the rolling play (start to smoke check and record)."""
+    pulled: dict[str, float] = {}
+    for phase in phases(timeline):
+        if phase.name == "pull":
+            pulled[phase.host] = pulled.get(phase.host, 0.0) + phase.seconds
+    return {host: end - start + pulled.get(host, 0.0) for host, (start, end) in host_spans(timeline).items()}
+
+
+def draw(timeline: dict[str, Any], path: Path, title: str) -> None:
+    """Draw each host's phases over its turn in the rollout, and the plays behind them."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display here, and none needed
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+
+    measured = phases(timeline)
+    spans = host_spans(timeline)
+    hosts = sorted(
+        {phase.host for phase in measured} | set(spans), key=lambda host: spans.get(host, (0, 0))[0]
+    )
+    figure, axes = plt.subplots(figsize=(11, 1.2 + 0.7 * len(hosts)), dpi=110)
+    origin = timeline["started"]
+    for index, (play, label) in enumerate(_PLAY_LABELS.items()):
+        times = [(e["start"] - origin, e["end"] - origin) for e in timeline["tasks"] if e["play"] == play]
+        if times:
+            start, end = min(t[0] for t in times), max(t[1] for t in times)
+            axes.axvspan(start, end, color=("#eeeeee", "#f7f7f7")[index % 2], zorder=0)
+            axes.text(start, 1.01 + 0.06 * (index % 2), label, fontsize=7, color="#555555",
+                      transform=axes.get_xaxis_transform())  # fmt: skip
+    for row, host in enumerate(hosts):
+        if host in spans:
+            start, end = spans[host]
+            axes.barh(row, end - start, left=start, height=0.7, color="#dddddd", zorder=1)
+        for phase in measured:
+            if phase.host == host:
+                axes.barh(
+                    row, phase.seconds, left=phase.start, height=0.5, color=COLOURS[phase.name], zorder=2
+                )
+    axes.set_yticks(range(len(hosts)), hosts)
+    axes.invert_yaxis()
+    axes.set_xlabel("seconds since the deploy started")
+    axes.set_title(title, fontsize=9, pad=22)
+    legend = [Patch(color=colour, label=name) for name, colour in COLOURS.items()]
+    legend.append(Patch(color="#dddddd", label="the host's turn (other tasks)"))
+    axes.legend(
+        handles=legend,
+        fontsize=7,
+        ncol=7,
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.5 / (1 + 0.3 * len(hosts))),
+    )
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path)
+    plt.close(figure)

@@ -1,0 +1,52 @@
+"""deploykit.timeline: the phases and per-host times that make bench reads from a recorded rollout."""
+
+from __future__ import annotations
+
+from deploykit import timeline
+
+
+def _event(host: str, play: str, task: str, start: float, end: float, **extra) -> dict:
+    return {"host": host, "play": play, "task": task, "start": start, "end": end, "outcome": "ok", **extra}
+
+
+LOGIN = "app_deploy : login | Log in to the image registry"
+PULL = "app_deploy : pull | Ensure the release image is on the host"
+START = "app_deploy : swap | Ensure the new release runs beside the serving one"
+SWITCH = "app_deploy : swap | Point nginx at the new release and wait for the workers from before the switch"
+RECORD = "record | Record the host's finished deploy"
+FIRST = "Note when this host's rollout starts"
+PLAN, ROLLOUT = timeline.PLAN_PLAY, timeline.ROLLOUT_PLAY
+
+RECORDED = {
+    "started": 100.0,
+    "ended": 130.0,
+    "tasks": [
+        _event("web-1", PLAN, LOGIN, 101, 102),
+        _event("web-1", PLAN, PULL, 102, 104),
+        _event("web-2", PLAN, PULL, 102, 105),
+        _event("web-1", ROLLOUT, FIRST, 110, 110.1),
+        _event("web-1", ROLLOUT, START, 110.1, 111),
+        _event("web-1", ROLLOUT, SWITCH, 112, 113, timings={"drain": 0.4}),
+        _event("web-1", ROLLOUT, RECORD, 114, 115),
+        _event("web-2", ROLLOUT, FIRST, 115, 115.1),
+        _event("web-2", ROLLOUT, RECORD, 119, 120),
+    ],
+}
+
+
+def test_switch_is_split_into_the_switch_and_the_drain_it_reported():
+    found = {(phase.host, phase.name): (phase.start, phase.end) for phase in timeline.phases(RECORDED)}
+    assert found[("web-1", "switch")] == (12, 12.6)
+    assert found[("web-1", "drain")] == (12.6, 13)
+
+
+def test_host_seconds_is_the_pull_in_the_plan_plus_the_turn_in_the_rollout():
+    seconds = timeline.host_seconds(RECORDED)
+    assert round(seconds["web-1"], 3) == 3 + 5  # login 1 + pull 2; turn 110..115
+    assert round(seconds["web-2"], 3) == 3 + 5  # pull 3; turn 115..120
+
+
+def test_draw_writes_a_png(tmp_path):
+    path = tmp_path / "timeline.png"
+    timeline.draw(RECORDED, path, "test")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
