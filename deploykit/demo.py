@@ -59,8 +59,8 @@ def serving(host: standin.Host) -> str:
         return f"no answer ({error})"
 
 
-def push() -> None:
-    """Push the current commit to the local remote's main; the hook builds and deploys it."""
+def push() -> str:
+    """Push the current commit to the local remote's main (the hook builds and deploys it); return it."""
     commit = current_commit()
     git_trigger.init_remote(
         REMOTE,
@@ -71,7 +71,7 @@ def push() -> None:
     git_trigger.add_git_remote(REMOTE_NAME, REMOTE)
     if _remote_main() == commit:
         say(f"{REMOTE_NAME}/{BRANCH} is already at {commit[:12]}: nothing to push")
-        return
+        return commit
     say(f"git push {REMOTE_NAME} HEAD:{BRANCH} ({commit[:12]}): the hook runs buildspec.yml")
     # The pusher's environment reaches the build: the AWS stand-in's endpoint and the database
     # the Django tests use (on CodeBuild, the buildspec starts a throwaway one instead).
@@ -81,12 +81,12 @@ def push() -> None:
         env=env,
         check=True,
     )
+    return commit
 
 
 def up() -> None:
     fleet = standin.up()
-    push()
-    tag = current_commit()[:12]
+    tag = push()[:12]
     print()
     failed = []
     for host in fleet:
