@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import botocore.validate
 import jinja2
 import pytest
 import yaml
@@ -300,6 +301,7 @@ def _render_policy(name: str, **extra: Any) -> dict[str, Any]:
         "deploy_lock_parameter": f"/deploykit/{ENV}/deploy-lock",
         "app": "deploykit",
         "env": ENV,
+        "codecommit_repository_arn": "",
         **extra,
     }
     return json.loads(environment.from_string((POLICIES / name).read_text()).render(**values))
@@ -429,6 +431,12 @@ def test_codebuild_role_reads_the_deploy_key_and_needs_no_kms_statement(provisio
     # SecureStrings under the AWS-managed key aws/ssm, whose key policy lets the account's principals
     # decrypt through SSM: an IAM statement for KMS would add nothing.
     assert not [a for s in document["Statement"] for a in _actions(s) if a.startswith("kms:")]
+
+
+def test_codebuild_role_of_a_github_source_may_not_clone_from_codecommit(provisioned):
+    assert not [
+        a for s in _codebuild_policy(provisioned)["Statement"] for a in _actions(s) if "codecommit" in a
+    ]
 
 
 def test_web_role_has_the_repository_policy_document_and_the_ssm_core_policy(provisioned):
@@ -658,6 +666,12 @@ def test_codebuild_project_is_created_as_specified(provisioned):
 def test_second_run_changes_nothing_moto_can_answer(provisioned):
     assert provisioned.second.changed_tasks() == []
     assert provisioned.second.report["stats"]["localhost"]["changed"] == 0
+
+
+def test_a_github_project_has_no_codecommit_rule(provisioned):
+    result = provisioned.first.results("Ensure no CodeCommit rule starts the build of a GitHub project")
+    assert result["changed"] is False
+    assert provisioned.client("events").list_rules(NamePrefix=PREFIX)["Rules"] == []
 
 
 def test_webhook_task_asks_for_the_filter_groups_of_codebuild_yml(provisioned):
@@ -946,3 +960,225 @@ def test_a_stored_deploy_key_without_its_key_pair_is_refused_before_any_change(m
     assert run.changed_tasks() == []
     named = [{"Name": "key-name", "Values": [f"deploykit-{env}"]}]
     assert _client("ec2", moto_endpoint).describe_key_pairs(Filters=named)["KeyPairs"] == []
+
+
+# ---------------------------------------------------------------------------------------------
+# A CodeCommit source: an EventBridge rule instead of the webhook (moto answers events and IAM)
+
+CC_ENV = "provcc"
+CC_PREFIX = f"deploykit-{CC_ENV}"
+# A project of its own, so that this module's GitHub project stays as the tests above expect it.
+CC_PROJECT = "deploykit-codecommit"
+CC_REPOSITORY = "deploykit-source"
+CC_URL = f"https://git-codecommit.{REGION}.amazonaws.com/v1/repos/{CC_REPOSITORY}"
+CC_REPOSITORY_ARN = f"arn:aws:codecommit:{REGION}:{ACCOUNT}:{CC_REPOSITORY}"
+CC_RULE = f"{CC_PREFIX}-codecommit-push"
+# The parts a CodeCommit source touches; the webhook task runs too (it must remove, not create).
+CC_FIRST_TAGS = "iam,network,codebuild_project,codebuild_webhook,codebuild_events"
+# The second run: what is new for CodeCommit (the EventBridge role, its policy, the rule); the main
+# fixture shows the rest of the play changing nothing.
+CC_SECOND_TAGS = "codebuild_webhook,codebuild_events"
+
+
+@dataclass
+class CodeCommitProvisioned:
+    endpoint: str
+    first: Run
+    second: Run
+
+    def client(self, service: str):
+        return _client(service, self.endpoint)
+
+
+def _codecommit_infra(vpc_id: str, subnet_id: str, **changes: Any) -> dict[str, Any]:
+    return {
+        **_UNUSED_INFRA,
+        "provision_vpc_id": vpc_id,
+        "provision_web_subnet_ids": [subnet_id],
+        "provision_codebuild_subnet_ids": [subnet_id],
+        "provision_codebuild_source_type": "CODECOMMIT",
+        "provision_codebuild_source_location": CC_URL,
+        **changes,
+    }
+
+
+@pytest.fixture(scope="module")
+def codecommit(moto_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> CodeCommitProvisioned:
+    ec2 = _client("ec2", moto_endpoint)
+    vpc_id = ec2.create_vpc(CidrBlock="10.30.0.0/16")["Vpc"]["VpcId"]
+    subnet_id = ec2.create_subnet(VpcId=vpc_id, CidrBlock="10.30.1.0/24")["Subnet"]["SubnetId"]
+    inventory = tmp_path_factory.mktemp("inventory") / CC_ENV
+    _write_inventory(inventory, _codecommit_infra(vpc_id, subnet_id), env=CC_ENV)
+    env = _tool_env(moto_endpoint)
+    project = ("-e", f"codebuild_project_name={CC_PROJECT}")
+    first = _playbook(env, inventory, "--tags", CC_FIRST_TAGS, *project)
+    assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-4000:]
+    second = _playbook(env, inventory, "--tags", CC_SECOND_TAGS, *project)
+    assert second.returncode == 0, second.stdout[-4000:] + second.stderr[-4000:]
+    return CodeCommitProvisioned(moto_endpoint, first, second)
+
+
+def _push_event(reference: str, *, kind: str = "branch", event: str = "referenceUpdated") -> dict[str, Any]:
+    """A CodeCommit Repository State Change event, in the shape CodeCommit sends it."""
+    return {
+        "version": "0",
+        "id": "01234567-0123-0123-0123-012345678901",
+        "detail-type": "CodeCommit Repository State Change",
+        "source": "aws.codecommit",
+        "account": ACCOUNT,
+        "time": "2026-12-01T09:00:00Z",
+        "region": REGION,
+        "resources": [CC_REPOSITORY_ARN],
+        "detail": {
+            "event": event,
+            "repositoryName": CC_REPOSITORY,
+            "repositoryId": "12345678-1234-1234-1234-123456789012",
+            "referenceType": kind,
+            "referenceName": reference,
+            "referenceFullName": f"refs/{'heads' if kind == 'branch' else 'tags'}/{reference}",
+            "commitId": "3f2c1e9d8b7a0123456789abcdef0123456789ab",
+            "oldCommitId": "1a2b3c4d5e6f0123456789abcdef0123456789ab",
+        },
+    }
+
+
+def _rule(codecommit: CodeCommitProvisioned) -> dict[str, Any]:
+    return codecommit.client("events").describe_rule(Name=CC_RULE)
+
+
+def test_codecommit_rule_matches_the_repositorys_deploy_branch(codecommit):
+    rule = _rule(codecommit)
+    assert rule["State"] == "ENABLED"
+    assert json.loads(rule["EventPattern"]) == {
+        "source": ["aws.codecommit"],
+        "detail-type": ["CodeCommit Repository State Change"],
+        "resources": [CC_REPOSITORY_ARN],
+        "detail": {
+            "event": ["referenceCreated", "referenceUpdated"],
+            "referenceType": ["branch"],
+            # From codebuild.yml's filter group, HEAD_REF ^refs/heads/main$.
+            "referenceName": ["main"],
+        },
+    }
+
+
+@pytest.mark.parametrize(
+    ("event", "matches"),
+    [
+        pytest.param(_push_event("main"), True, id="push-to-main"),
+        pytest.param(_push_event("main", event="referenceCreated"), True, id="main-created"),
+        pytest.param(_push_event("main", event="referenceDeleted"), False, id="main-deleted"),
+        pytest.param(_push_event("feature/x"), False, id="other-branch"),
+        pytest.param(_push_event("main", kind="tag"), False, id="tag-named-main"),
+    ],
+)
+def test_codecommit_rule_matches_a_push_to_main_only(codecommit, event, matches):
+    # moto's server has no TestEventPattern; its own EventBridge matcher (what its PutEvents routes
+    # with) evaluates the stored pattern here, in process. AWS's matcher is not consulted.
+    from moto.events.models import EventPattern
+
+    assert EventPattern.load(_rule(codecommit)["EventPattern"]).matches_event(event) is matches
+
+
+def test_codecommit_rule_starts_the_project_with_the_pushed_commit(codecommit):
+    (target,) = codecommit.client("events").list_targets_by_rule(Rule=CC_RULE)["Targets"]
+    assert target["Arn"] == f"arn:aws:codebuild:{REGION}:{ACCOUNT}:project/{CC_PROJECT}"
+    assert target["RoleArn"] == f"arn:aws:iam::{ACCOUNT}:role/{CC_PREFIX}-events"
+    transformer = target["InputTransformer"]
+    assert transformer["InputPathsMap"] == {"commit": "$.detail.commitId"}
+    # What EventBridge sends for a push (its substitution, done here by hand): a StartBuild request
+    # that botocore's own validation accepts, building exactly the pushed commit.
+    commit = _push_event("main")["detail"]["commitId"]
+    request = json.loads(transformer["InputTemplate"].replace("<commit>", commit))
+    assert request == {"sourceVersion": commit}
+    client = _client("codebuild")
+    shape = client.meta.service_model.operation_model("StartBuild").input_shape
+    botocore.validate.validate_parameters({"projectName": CC_PROJECT, **request}, shape)
+
+
+def test_eventbridge_role_may_start_the_project_and_nothing_else(codecommit):
+    iam = codecommit.client("iam")
+    role = iam.get_role(RoleName=f"{CC_PREFIX}-events")["Role"]
+    assert role["AssumeRolePolicyDocument"] == _render_policy("events-trust.json.j2")
+    document = iam.get_role_policy(RoleName=f"{CC_PREFIX}-events", PolicyName="events-start-build")[
+        "PolicyDocument"
+    ]
+    assert document == _render_policy("events-start-build.json.j2", codebuild_project_name=CC_PROJECT)
+    (statement,) = document["Statement"]
+    assert (statement["Action"], statement["Resource"]) == (
+        "codebuild:StartBuild",
+        f"arn:aws:codebuild:{REGION}:{ACCOUNT}:project/{CC_PROJECT}",
+    )
+
+
+def test_codecommit_build_may_clone_the_repository_only(codecommit):
+    document = codecommit.client("iam").get_role_policy(
+        RoleName=f"{CC_PREFIX}-codebuild", PolicyName="codebuild-service-role"
+    )["PolicyDocument"]
+    statement = _statement(document, "CloneTheCodeCommitSource")
+    assert (_actions(statement), statement["Resource"]) == (["codecommit:GitPull"], CC_REPOSITORY_ARN)
+
+
+def test_codecommit_project_clones_the_repository_and_has_no_webhook(codecommit):
+    (project,) = codecommit.client("codebuild").batch_get_projects(names=[CC_PROJECT])["projects"]
+    assert project["source"]["type"] == "CODECOMMIT"
+    assert project["source"]["location"] == CC_URL
+    assert "webhook" not in project
+    result = codecommit.first.results("Ensure pushes that pass the filter groups start a build")
+    assert (result["changed"], result["operation"]) == (False, None)
+
+
+def test_second_codecommit_run_changes_nothing(codecommit):
+    assert codecommit.second.changed_tasks() == []
+
+
+@pytest.mark.parametrize(
+    ("changes", "extra", "message"),
+    [
+        pytest.param(
+            {"provision_codebuild_source_location": "https://github.com/example/deploykit.git"},
+            {},
+            "is not the HTTPS clone URL of a CodeCommit repository in us-east-1",
+            id="github-url",
+        ),
+        pytest.param(
+            {"provision_codebuild_source_location": CC_URL.replace(REGION, "eu-west-1")},
+            {},
+            "is not the HTTPS clone URL of a CodeCommit repository in us-east-1",
+            id="repository-of-another-region",
+        ),
+        pytest.param(
+            {},
+            {"codebuild_webhook_filter_groups": [[{"type": "EVENT", "pattern": "PUSH"},
+                                                  {"type": "HEAD_REF", "pattern": "^refs/heads/rel/.*$"}]]},
+            "must be exactly EVENT PUSH and HEAD_REF",
+            id="branch-pattern",
+        ),
+        pytest.param(
+            {},
+            {"codebuild_webhook_filter_groups": [[{"type": "EVENT", "pattern": "PUSH"},
+                                                  {"type": "HEAD_REF", "pattern": "^refs/heads/main$"},
+                                                  {"type": "FILE_PATH", "pattern": "^django_app/"}]]},
+            "must be exactly EVENT PUSH and HEAD_REF",
+            id="file-path-filter",
+        ),
+        pytest.param(
+            {},
+            {"codebuild_webhook_filter_groups": [[{"type": "EVENT", "pattern": "PULL_REQUEST_MERGED"},
+                                                  {"type": "HEAD_REF", "pattern": "^refs/heads/main$"}]]},
+            "must be exactly EVENT PUSH and HEAD_REF",
+            id="not-a-push",
+        ),
+    ],
+)  # fmt: skip
+def test_codecommit_inputs_the_rule_cannot_honour_are_refused_before_any_change(
+    moto_endpoint, tmp_path, changes, extra, message
+):
+    inventory = tmp_path / CC_ENV
+    infra = _codecommit_infra("vpc-00000000000000000", "subnet-00000000000000000", **changes)
+    _write_inventory(inventory, infra, env=CC_ENV)
+    args = ("-e", json.dumps(extra)) if extra else ()
+    run = _playbook(_tool_env(moto_endpoint), inventory, "--tags", CC_FIRST_TAGS, *args)
+    assert run.returncode != 0
+    assert message in run.stdout
+    assert run.changed_tasks() == []
