@@ -217,7 +217,8 @@ def main() -> None:
     try:
         state = json.loads(state_text) if state_text else None
     except ValueError as error:
-        module.fail_json(msg=f"{params['state_file']} is not JSON ({error}); restore it or remove it to start afresh")
+        message = f"{params['state_file']} is not JSON ({error}); restore it, or remove it to start afresh"
+        module.fail_json(msg=message)
     result: dict = {
         "changed": False,
         "upstream": _read(params["upstream_file"]),
