@@ -19,7 +19,7 @@ def _lock(ssm) -> dict | None:
 
 
 @pytest.fixture(scope="module")
-def two_deploys(ansible, releases, ssm, wait_for):
+def two_deploys(ansible, releases, ssm, wait_for, fleet):
     first_actor, second_actor = f"{ansible.actor}-first", f"{ansible.actor}-second"
     first = ansible.start(
         "v2-first-of-two", ansible.deploy_args(releases.v2.tag), USER=first_actor, DEPLOYKIT_ACTOR=first_actor
@@ -36,6 +36,13 @@ def two_deploys(ansible, releases, ssm, wait_for):
             USER=second_actor,
             DEPLOYKIT_ACTOR=second_actor,
         )
+        # --limit leaves localhost out of every play; the lock must still be asked for.
+        limited = ansible.run(
+            "v2-limited-while-locked",
+            ansible.deploy_args(releases.v2.tag, "--limit", fleet.names[0]),
+            USER=second_actor,
+            DEPLOYKIT_ACTOR=second_actor,
+        )
     finally:
         first_run = first.wait()
     return {
@@ -43,6 +50,7 @@ def two_deploys(ansible, releases, ssm, wait_for):
         "lock": lock,
         "first": first_run,
         "second": second,
+        "limited": limited,
         "lock_after": _lock(ssm),
     }
 
@@ -54,8 +62,20 @@ def test_second_deploy_is_refused_naming_the_holder(two_deploys):
     assert f"is held by {two_deploys['first_actor']} since {lock['started_at']}" in second.output
 
 
-def test_refused_deploy_reaches_no_host(two_deploys):
-    assert list(two_deploys["second"].recap()) == ["localhost"]
+def test_deploy_limited_to_one_host_is_refused_too(two_deploys, fleet):
+    limited, lock = two_deploys["limited"], two_deploys["lock"]
+    assert limited.returncode != 0, limited.tail()
+    assert f"is held by {two_deploys['first_actor']} since {lock['started_at']}" in limited.output
+    assert limited.recap().get(fleet.names[0], {}).get("ok", 0) == 0
+
+
+def test_refused_deploy_reaches_no_host(two_deploys, fleet):
+    # The checks' play names the web hosts too (so that --limit runs it), and a refusal there fails
+    # them all in the recap; what matters is that no task ran on any of them.
+    recap = two_deploys["second"].recap()
+    assert {name: (recap[name]["ok"], recap[name]["changed"]) for name in fleet.names if name in recap} == {
+        name: (0, 0) for name in fleet.names if name in recap
+    }
 
 
 def test_first_deploy_completes(two_deploys, fleet):
