@@ -73,7 +73,10 @@ def main(argv: list[str] | None = None) -> int:
     ).set_defaults(func=push)
     bench_parser = commands.add_parser("bench", help="measure; write reports/bench.json, docs/benchmarks.md")
     bench_parser.add_argument(
-        "--part", action="append", choices=["image", "deploy"], help="only these benchmarks (default: all)"
+        "--part",
+        action="append",
+        choices=["image", "deploy", "noop", "rollout", "push", "inventory", "fanout"],
+        help="only these benchmarks (default: all; deploy is the last five)",
     )
     bench_parser.set_defaults(func=bench)
     args = parser.parse_args(argv)
