@@ -1,10 +1,17 @@
-"""Fixtures for the image tests: one build of the app image per session, containers that are always
-removed, and scratch databases in the project's PostgreSQL cluster."""
+"""Fixtures shared by the tests: one build of the app image per session, containers that are always
+removed, scratch databases in the project's PostgreSQL cluster, and moto servers of a test
+module's own."""
 
 from __future__ import annotations
 
 import os
 import secrets
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -159,3 +166,47 @@ def _as_seen_from_container(url: str, database: str) -> str:
         host = HOST_ALIAS
     netloc = f"{userinfo}@{host}{colon}{port}" if userinfo else f"{host}{colon}{port}"
     return urlunsplit(parts._replace(netloc=netloc, path=f"/{database}"))
+
+
+MotoServer = Callable[..., str]
+_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+@pytest.fixture(scope="session")
+def moto_server(tmp_path_factory: pytest.TempPathFactory) -> MotoServer:
+    """Starts a moto server on a free port of 127.0.0.1 (never the stand-in's) for the test module
+    or test that asks, and stops it when that `request` ends: `moto_server(request, **env)` returns
+    its endpoint. `env` adds moto's settings (MOTO_ENABLE_KEYPAIR_VALIDATION=true, say)."""
+
+    def start(request: pytest.FixtureRequest, **env: str) -> str:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        endpoint = f"http://127.0.0.1:{port}"
+        log_path = tmp_path_factory.mktemp("moto") / "moto.log"
+        with log_path.open("wb") as log:
+            server = subprocess.Popen(
+                [str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(port)],
+                stdout=log, stderr=log, stdin=subprocess.DEVNULL, env={**os.environ, **env},
+            )  # fmt: skip
+
+        def stop() -> None:
+            server.terminate()
+            try:
+                server.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
+
+        request.addfinalizer(stop)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                _NO_PROXY.open(f"{endpoint}/moto-api/", timeout=2).close()
+                return endpoint
+            except (urllib.error.URLError, OSError):
+                if server.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"moto did not answer on {endpoint}:\n{log_path.read_text()[-2000:]}")
+                time.sleep(0.2)
+
+    return start

@@ -17,12 +17,8 @@ import importlib.util
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,7 +53,6 @@ KNOWN_DATABASE_URL = "postgres://app:known-before-provisioning@db.example.test:5
 # The moto runs skip what moto cannot answer (module docstring).
 FIRST_RUN_SKIPS = "codebuild_webhook"
 SECOND_RUN_SKIPS = "codebuild_webhook,codebuild_project"
-_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 # One moto and one set of playbook runs for the module: under pytest-xdist (--dist loadgroup) its
 # tests share one worker instead of each worker provisioning again.
 pytestmark = pytest.mark.xdist_group("provision")
@@ -132,51 +127,16 @@ class Provisioned:
         return [self.first, self.second, self.check_webhook, self.scale_down]
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def moto_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A moto server of this module's own, on a free port of 127.0.0.1."""
-    port = _free_port()
-    endpoint = f"http://127.0.0.1:{port}"
-    log_path = tmp_path_factory.mktemp("moto") / "moto.log"
-    env = {
-        **os.environ,
-        "MOTO_IAM_LOAD_MANAGED_POLICIES": "true",
-        # Refuse what AWS refuses: a key pair or an AMI that does not exist.
-        "MOTO_ENABLE_KEYPAIR_VALIDATION": "true",
-        "MOTO_ENABLE_AMI_VALIDATION": "true",
-    }
-    with log_path.open("wb") as log:
-        server = subprocess.Popen(
-            [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-            stdout=log,
-            stderr=log,
-            stdin=subprocess.DEVNULL,
-            env=env,
-        )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                _NO_PROXY.open(f"{endpoint}/moto-api/", timeout=2).close()
-                break
-            except (urllib.error.URLError, OSError):
-                if server.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"moto did not answer on {endpoint}:\n{log_path.read_text()[-2000:]}")
-                time.sleep(0.2)
-        yield endpoint
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+def moto_endpoint(moto_server, request: pytest.FixtureRequest) -> str:
+    """A moto server of this module's own that refuses what AWS refuses: a key pair or an AMI
+    that does not exist."""
+    return moto_server(
+        request,
+        MOTO_IAM_LOAD_MANAGED_POLICIES="true",
+        MOTO_ENABLE_KEYPAIR_VALIDATION="true",
+        MOTO_ENABLE_AMI_VALIDATION="true",
+    )
 
 
 def _tool_env(endpoint: str) -> dict[str, str]:
