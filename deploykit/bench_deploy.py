@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import resource
 import secrets
 import shutil
 import statistics
@@ -68,6 +69,24 @@ class Run:
     seconds: float
     returncode: int
     output: str
+    # CPU the command and its children used (the controller's share), and CPU the whole machine
+    # was busy for meanwhile: the stand-in's hosts share this machine's cores with the controller.
+    controller_cpu_seconds: float = 0.0
+    machine_busy_seconds: float = 0.0
+
+
+def _machine_busy_seconds() -> float:
+    """CPU seconds the machine has been busy since boot, all cores: /proc/stat's user, nice, system,
+    irq and softirq (not idle, iowait, or steal, which the hypervisor took). Read directly: psutil
+    would be a dependency for five numbers."""
+    fields = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:8]]
+    user, nice, system, _idle, _iowait, irq, softirq = fields
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+
+
+def _children_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -83,11 +102,17 @@ def _env(**extra: str) -> dict[str, str]:
 
 
 def _timed(command: Sequence[str], **extra: str) -> Run:
-    started = time.perf_counter()
+    busy, children, started = _machine_busy_seconds(), _children_cpu_seconds(), time.perf_counter()
     result = subprocess.run(
         list(command), cwd=ROOT, env=_env(**extra), capture_output=True, text=True, check=False, timeout=1800
     )
-    return Run(time.perf_counter() - started, result.returncode, result.stdout + result.stderr)
+    return Run(
+        time.perf_counter() - started,
+        result.returncode,
+        result.stdout + result.stderr,
+        controller_cpu_seconds=_children_cpu_seconds() - children,
+        machine_busy_seconds=_machine_busy_seconds() - busy,
+    )
 
 
 def _checked(run: Run, what: str) -> Run:
@@ -245,12 +270,25 @@ def measure_fanout(releases: Releases) -> tuple[dict[str, float], dict[str, floa
     settled = releases.next()
     # The seven new hosts get Docker, nginx and the app; not measured.
     deploy(settled, "-e", json.dumps({"deploy_serial": ["100%"]}))
-    ten = deploy(releases.next(), "-e", FANOUT_SERIAL)
-    one = deploy(releases.next(), "-e", FANOUT_SERIAL, "--limit", standin.host_name(1))
-    return {"fanout_10_ratio": round(ten.seconds / one.seconds, 2)}, {
-        "fanout_10_hosts_seconds": round(ten.seconds, 2),
-        "fanout_1_host_seconds": round(one.seconds, 2),
-    }
+    TIMELINES.mkdir(parents=True, exist_ok=True)
+    ten_file, one_file = TIMELINES / "fanout-10-timeline.json", TIMELINES / "fanout-1-timeline.json"
+    ten = deploy(releases.next(), "-e", FANOUT_SERIAL, timeline_file=ten_file)
+    one = deploy(
+        releases.next(), "-e", FANOUT_SERIAL, "--limit", standin.host_name(1), timeline_file=one_file
+    )
+    raw = {"fanout_10_hosts_seconds": round(ten.seconds, 2), "fanout_1_host_seconds": round(one.seconds, 2)}
+    # Whether the machine's cores, shared by the controller and every host, were the limit: the
+    # share of all cores busy during each deploy, and the CPU the controller used of it.
+    cores = os.cpu_count() or 1  # /proc/stat's first line sums every core
+    for label, run in (("10", ten), ("1", one)):
+        raw[f"fanout_{label}_cpu_busy_share"] = round(run.machine_busy_seconds / (run.seconds * cores), 2)
+        raw[f"fanout_{label}_controller_cpu_seconds"] = round(run.controller_cpu_seconds, 1)
+        raw[f"fanout_{label}_machine_cpu_seconds"] = round(run.machine_busy_seconds, 1)
+    # Where each deploy's time went, play by play (the plan, the migrations, the rolling play).
+    for label, path in (("10", ten_file), ("1", one_file)):
+        for play, (start, end) in timeline.play_spans(timeline.load(path)).items():
+            raw[f"fanout_{label}_{timeline.PLAY_KEYS.get(play, 'other')}_seconds"] = round(end - start, 2)
+    return {"fanout_10_ratio": round(ten.seconds / one.seconds, 2)}, raw
 
 
 def measure_push() -> tuple[dict[str, float], dict[str, float]]:

@@ -27,6 +27,14 @@ _PHASE_TASKS = {
     ),
     "stop old": ("app_deploy : swap | Ensure the old release is stopped and removed",),
 }
+# Short names of the deploy's plays, for the benchmarks' keys.
+PLAY_KEYS = {
+    "Check the deploy and take the lock": "checks",
+    PLAN_PLAY: "plan",
+    "Apply the database migrations once, from the new image": "migrations",
+    ROLLOUT_PLAY: "rollout",
+    "Summarise the deploy": "summary",
+}
 _PLAY_LABELS = {
     PLAN_PLAY: "plan: every host at once",
     "Apply the database migrations once, from the new image": "migrations",
@@ -76,6 +84,17 @@ def phases(timeline: dict[str, Any]) -> list[Phase]:
             else:
                 found.append(Phase(event["host"], name, start, end))
     return found
+
+
+def play_spans(timeline: dict[str, Any]) -> dict[str, tuple[float, float]]:
+    """First start and last end of each play's tasks, in seconds since the run started."""
+    origin = timeline["started"]
+    spans: dict[str, tuple[float, float]] = {}
+    for event in timeline["tasks"]:
+        start, end = event["start"] - origin, event["end"] - origin
+        first, last = spans.get(event["play"], (start, end))
+        spans[event["play"]] = (min(first, start), max(last, end))
+    return spans
 
 
 def host_spans(timeline: dict[str, Any], play: str = ROLLOUT_PLAY) -> dict[str, tuple[float, float]]:
