@@ -49,7 +49,8 @@ def test_host_seconds_is_the_pull_in_the_plan_plus_the_turn_in_the_rollout():
 def test_play_spans_run_from_a_plays_first_task_to_its_last_on_any_host():
     spans = timeline.play_spans(RECORDED)
     assert spans == {PLAN: (1, 5), ROLLOUT: (10, 20)}
-    assert timeline.PLAY_KEYS[PLAN] == "plan" and timeline.PLAY_KEYS[ROLLOUT] == "rollout"
+    assert timeline.PLAY_KEYS[PLAN] == "plan"
+    assert timeline.PLAY_KEYS[ROLLOUT] == "rollout"
 
 
 def test_draw_writes_a_png(tmp_path):
