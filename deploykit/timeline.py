@@ -86,28 +86,28 @@ def phases(timeline: dict[str, Any]) -> list[Phase]:
     return found
 
 
-def play_spans(timeline: dict[str, Any]) -> dict[str, tuple[float, float]]:
-    """First start and last end of each play's tasks, in seconds since the run started."""
+def _spans(timeline: dict[str, Any], key: str, play: str | None = None) -> dict[str, tuple[float, float]]:
+    """First start and last end of the tasks of each `key` ("play" or "host"), of `play` only if
+    given, in seconds since the run started."""
     origin = timeline["started"]
     spans: dict[str, tuple[float, float]] = {}
     for event in timeline["tasks"]:
+        if play is not None and event["play"] != play:
+            continue
         start, end = event["start"] - origin, event["end"] - origin
-        first, last = spans.get(event["play"], (start, end))
-        spans[event["play"]] = (min(first, start), max(last, end))
+        first, last = spans.get(event[key], (start, end))
+        spans[event[key]] = (min(first, start), max(last, end))
     return spans
+
+
+def play_spans(timeline: dict[str, Any]) -> dict[str, tuple[float, float]]:
+    """First start and last end of each play's tasks, in seconds since the run started."""
+    return _spans(timeline, "play")
 
 
 def host_spans(timeline: dict[str, Any], play: str = ROLLOUT_PLAY) -> dict[str, tuple[float, float]]:
     """First start and last end of each host's tasks in `play`, in seconds since the run started."""
-    origin = timeline["started"]
-    spans: dict[str, tuple[float, float]] = {}
-    for event in timeline["tasks"]:
-        if event["play"] != play:
-            continue
-        start, end = event["start"] - origin, event["end"] - origin
-        first, last = spans.get(event["host"], (start, end))
-        spans[event["host"]] = (min(first, start), max(last, end))
-    return spans
+    return _spans(timeline, "host", play)
 
 
 def host_seconds(timeline: dict[str, Any]) -> dict[str, float]:
@@ -134,11 +134,10 @@ def draw(timeline: dict[str, Any], path: Path, title: str) -> None:
         {phase.host for phase in measured} | set(spans), key=lambda host: spans.get(host, (0, 0))[0]
     )
     figure, axes = plt.subplots(figsize=(11, 1.2 + 0.7 * len(hosts)), dpi=110)
-    origin = timeline["started"]
+    plays = play_spans(timeline)
     for index, (play, label) in enumerate(_PLAY_LABELS.items()):
-        times = [(e["start"] - origin, e["end"] - origin) for e in timeline["tasks"] if e["play"] == play]
-        if times:
-            start, end = min(t[0] for t in times), max(t[1] for t in times)
+        if play in plays:
+            start, end = plays[play]
             axes.axvspan(start, end, color=("#eeeeee", "#f7f7f7")[index % 2], zorder=0)
             axes.text(start, 1.01 + 0.06 * (index % 2), label, fontsize=7, color="#555555",
                       transform=axes.get_xaxis_transform())  # fmt: skip
