@@ -28,7 +28,8 @@ _ARGUMENTS = {
 
 
 def marker_path(run_id: str) -> str:
-    """Where the deploy_lock callback looks for the lock this run took (both run on the controller)."""
+    """Where the deploy_lock callback looks for the lock this run took (both run on the controller;
+    the callback spells the same path out)."""
     return os.path.join(tempfile.gettempdir(), f"deploykit-lock-{run_id}.json")
 
 

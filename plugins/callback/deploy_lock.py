@@ -47,6 +47,9 @@ class CallbackModule(CallbackBase):
         self._release()
 
     def _release(self) -> None:
+        # The marker the deploy_lock action plugin writes: marker_path() in
+        # plugins/action/deploy_lock.py (a callback cannot import an action plugin;
+        # tests/test_deploy_plugins.py holds the two to the same file).
         marker = os.path.join(tempfile.gettempdir(), f"deploykit-lock-{self.run_id}.json")
         if not os.path.exists(marker):
             return
