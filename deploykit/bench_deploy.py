@@ -323,9 +323,7 @@ def measure_push() -> tuple[dict[str, float], dict[str, float]]:
     if pushed.returncode != 0 or set(serving.values()) != {tag}:
         tail = "\n".join((pushed.stdout + pushed.stderr).splitlines()[-40:])
         raise SetupError(f"the pushed change is not served everywhere ({serving}):\n{tail}")
-    project = codebuild.load_project().name
-    summaries = sorted((codebuild.BUILDS_DIR / project).glob("*.json"), key=lambda path: int(path.stem))
-    build = json.loads(summaries[-1].read_text())
+    build = json.loads(codebuild.build_summaries(codebuild.load_project().name)[-1].read_text())
     recorded = timeline.load(timeline_file)
     deploy_seconds = recorded["ended"] - recorded["started"]
     raw = {

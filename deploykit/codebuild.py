@@ -1064,6 +1064,11 @@ def _write_summary(result: BuildResult, masker: Masker, path: Path) -> None:
     path.write_text(json.dumps(result.to_dict(masker), indent=2) + "\n", encoding="utf-8")
 
 
+def build_summaries(project: str, builds_dir: Path = BUILDS_DIR) -> list[Path]:
+    """The summary files of `project`'s builds (<builds_dir>/<project>/<number>.json), oldest first."""
+    return sorted((builds_dir / project).glob("*.json"), key=lambda path: int(path.stem))
+
+
 # ---------------------------------------------------------------------------------------------
 # CLI
 

@@ -548,6 +548,15 @@ def test_log_file_summary_and_final_line(tmp_path: Path):
     assert [phase["phaseStatus"] for phase in summary["phases"]] == ["SUCCEEDED"] * 4
 
 
+def test_build_summaries_are_listed_in_build_number_order(tmp_path: Path):
+    run_spec(tmp_path, "version: 0.2\nphases:\n  build:\n    commands: [echo]\n")
+    project_dir = tmp_path / "builds" / "proj"
+    for number in (10, 2):
+        (project_dir / f"{number}.json").write_text("{}")
+    listed = codebuild.build_summaries("proj", tmp_path / "builds")
+    assert listed == [project_dir / "1.json", project_dir / "2.json", project_dir / "10.json"]
+
+
 def test_cli_fails_with_summary_json_and_final_line(tmp_path: Path):
     (tmp_path / "buildspec.yml").write_text("version: 0.2\nphases:\n  build:\n    commands: ['false']\n")
     summary = tmp_path / "summary.json"

@@ -25,8 +25,7 @@ FAILING_TEST = "test_this_push_must_not_deploy"
 
 
 def _summaries() -> list[Path]:
-    project_dir = codebuild.BUILDS_DIR / codebuild.load_project().name
-    return sorted(project_dir.glob("*.json"), key=lambda path: int(path.stem))
+    return codebuild.build_summaries(codebuild.load_project().name)
 
 
 def _serving() -> dict[str, str]:
