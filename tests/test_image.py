@@ -222,7 +222,14 @@ def test_healthz_ok_while_database_unreachable(app_without_database):
     # Also a probe as Docker and load balancers send it: Host is an IP that is not allowed, over plain HTTP.
     reply = app_without_database.get("/healthz/")
 
-    assert (reply.status, reply.json()) == (200, {"status": "ok"})
+    assert (reply.status, reply.json()["status"]) == (200, "ok")
+
+
+def test_healthz_names_the_release_built_into_the_image(app_without_database, app_image):
+    # What the deploy's plan and per-host checks read: any Host, plain HTTP, no database.
+    release = app_without_database.get("/healthz/").json()
+
+    assert release["version"] == app_image.version
 
 
 def test_readyz_unavailable_while_database_unreachable(app_without_database):

@@ -38,8 +38,14 @@ def version(request: HttpRequest) -> JsonResponse:
 @require_safe
 @never_cache
 def healthz(request: HttpRequest) -> JsonResponse:
-    """Liveness: the process answers. Touches nothing else, so a database outage never restarts it."""
-    return JsonResponse({"status": "ok"})
+    """Liveness: the process answers, and which release it is. Touches nothing else, so a database
+    outage never restarts it.
+
+    The release is in the answer so that a probe that reaches a host's nginx with any Host header
+    and over plain HTTP (the deploy's plan, a check straight to one host) can still tell which
+    release serves there; /version.json says the same but only to allowed hosts over HTTPS.
+    """
+    return JsonResponse({"status": "ok", **current_release().as_dict()})
 
 
 @require_safe

@@ -21,7 +21,16 @@ def test_healthz_answers_without_the_database(client):
     response = client.get("/healthz/")
 
     assert response.status_code == 200
-    assert response.json() == {"status": "ok"}
+    assert response.json()["status"] == "ok"
+
+
+@pytest.mark.parametrize("host", PROBE_HOSTS)
+def test_healthz_names_the_release_to_any_host(client, host, settings):
+    settings.APP_RELEASE = {**settings.APP_RELEASE, "version": "v7", "git_commit": "3f2c1e9d8b7a" * 3}
+
+    release = client.get("/healthz/", headers={"host": host}).json()
+
+    assert (release["version"], release["git_commit"]) == ("v7", "3f2c1e9d8b7a" * 3)
 
 
 def test_healthz_is_never_cached(client):

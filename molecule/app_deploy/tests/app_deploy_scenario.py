@@ -75,11 +75,13 @@ def address(name: str) -> str:
     ).stdout.strip()
 
 
-def get(host: str, path: str, port: int = 80, timeout: float = 5.0) -> tuple[int, bytes, dict[str, str]]:
+def get(
+    host: str, path: str, port: int = 80, timeout: float = 5.0, headers: dict[str, str] | None = None
+) -> tuple[int, bytes, dict[str, str]]:
     """One GET on a fresh connection; Host is the address, which the app allows."""
     connection = http.client.HTTPConnection(host, port, timeout=timeout)
     try:
-        connection.request("GET", path, headers={"Host": host, "Connection": "close"})
+        connection.request("GET", path, headers={"Host": host, "Connection": "close", **(headers or {})})
         response = connection.getresponse()
         return response.status, response.read(), dict(response.getheaders())
     finally:

@@ -69,3 +69,15 @@ def test_app_sees_the_client_address_forwarded_by_nginx(host, host_address, serv
     assert entries
     # The controller's address on the project network, as nginx saw it.
     assert entries[-1]["forwarded_for"] == "172.30.0.1"
+
+
+def test_forwarded_headers_of_a_client_that_is_no_proxy_are_replaced(host, host_address, serving):
+    # The controller is neither loopback nor in edge_proxy_trusted_proxies: what it claims about
+    # the original client is dropped, and nginx says what it saw itself.
+    marker = f"/version.json?forged={uuid.uuid4().hex}"
+    forged = {"X-Forwarded-For": "203.0.113.9", "X-Forwarded-Proto": "https"}
+    assert get(host_address, marker, headers=forged)[0] == 200
+    logs = host.check_output(f"docker logs --tail 200 {serving['Name'].lstrip('/')} 2>&1")
+    entries = [json.loads(line) for line in logs.splitlines() if marker.split("=")[1] in line]
+    assert entries
+    assert entries[-1]["forwarded_for"] == "172.30.0.1"
