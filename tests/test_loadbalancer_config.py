@@ -1,13 +1,15 @@
-"""The load balancer stand-in's configuration as rendered from a target group (no engine needed)."""
+"""The load balancer stand-in's configuration, and its target group in moto (no engine needed)."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
+import boto3
 import pytest
 
-from deploykit import loadbalancer, network
+from deploykit import loadbalancer, network, standin
 from deploykit.loadbalancer import Target
 from deploykit.system import SetupError
 
@@ -110,4 +112,67 @@ def test_constants_name_the_public_site() -> None:
     assert loadbalancer.HTTPS_URL == "https://app.deploykit.localhost:8443/"
     assert loadbalancer.HTTP_URL == "http://app.deploykit.localhost:8080/"
     assert loadbalancer.SITE.address == network.LB_ADDRESS == "172.30.0.90"
-    assert loadbalancer.LABELS["org.deploykit.owner"] == "standin"
+    # Written out in loadbalancer.py (standin.py will import it, not the other way round); kept equal here.
+    assert loadbalancer.LABELS[standin.OWNER_LABEL] == standin.OWNER
+
+
+@pytest.fixture(scope="module")
+def aws(request: pytest.FixtureRequest, moto_server: Any) -> tuple[Any, Any, str, list[str]]:
+    """moto's ELBv2 and EC2 (the stand-in for AWS), a VPC and three instances in it."""
+    endpoint = moto_server(request)
+    keys = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}  # moto's dummy keys
+    elbv2, ec2 = (
+        boto3.client(s, endpoint_url=endpoint, region_name="us-east-1", **keys) for s in ("elbv2", "ec2")
+    )
+    vpc = ec2.create_vpc(CidrBlock="10.9.0.0/16")["Vpc"]["VpcId"]
+    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.9.0.0/24")["Subnet"]["SubnetId"]
+    image = ec2.describe_images()["Images"][0]["ImageId"]
+    created = ec2.run_instances(ImageId=image, MinCount=3, MaxCount=3, SubnetId=subnet)["Instances"]
+    return elbv2, ec2, vpc, sorted(i["InstanceId"] for i in created)
+
+
+def test_target_group_is_made_once_with_the_roles_settings(aws: tuple[Any, Any, str, list[str]]) -> None:
+    elbv2, ec2, vpc, _ = aws
+    settings = loadbalancer.target_group_settings(FIXTURE)
+    arn = loadbalancer.ensure_target_group(elbv2, ec2, vpc_id=vpc, name="lb-unit", settings=settings)
+    again = loadbalancer.ensure_target_group(
+        elbv2,
+        ec2,
+        vpc_id=vpc,
+        name="lb-unit",
+        settings={**settings, "aws_load_balancer_healthy_threshold": 3},
+    )
+    assert again == arn
+    group = elbv2.describe_target_groups(TargetGroupArns=[arn])["TargetGroups"][0]
+    assert (group["Protocol"], group["Port"], group["HealthCheckPath"]) == ("HTTP", 80, "/readyz/")
+    assert (group["HealthCheckIntervalSeconds"], group["HealthCheckTimeoutSeconds"]) == (10, 5)
+    assert (group["HealthyThresholdCount"], group["UnhealthyThresholdCount"]) == (3, 2)
+    attributes = elbv2.describe_target_group_attributes(TargetGroupArn=arn)["Attributes"]
+    assert {"Key": "deregistration_delay.timeout_seconds", "Value": "30"} in attributes
+
+
+def test_a_missing_vpc_is_named(aws: tuple[Any, Any, str, list[str]]) -> None:
+    elbv2, ec2, _, _ = aws
+    settings = loadbalancer.target_group_settings(FIXTURE)
+    with pytest.raises(SetupError, match="VPC vpc-0000000000000000 does not exist"):
+        loadbalancer.ensure_target_group(
+            elbv2, ec2, vpc_id="vpc-0000000000000000", name="x", settings=settings
+        )
+
+
+def test_targets_become_exactly_the_instances_given(aws: tuple[Any, Any, str, list[str]]) -> None:
+    elbv2, ec2, vpc, instances = aws
+    settings = loadbalancer.target_group_settings(FIXTURE)
+    arn = loadbalancer.ensure_target_group(elbv2, ec2, vpc_id=vpc, name="lb-targets", settings=settings)
+    assert loadbalancer.register_targets(elbv2, arn, instances[:2]) == [
+        f"registered {', '.join(instances[:2])}"
+    ]
+    assert loadbalancer.register_targets(elbv2, arn, instances[:2]) == []
+    changes = loadbalancer.register_targets(elbv2, arn, instances[1:])
+    assert changes == [f"registered {instances[2]}", f"deregistered {instances[0]}"]
+    group, targets = loadbalancer.read_target_group(elbv2, ec2, arn)
+    assert [t.id for t in targets] == instances[1:]
+    assert group["DeregistrationDelaySeconds"] == 30
+    # A stopped instance gets no traffic, registered or not (ALB: Target.InvalidState).
+    ec2.stop_instances(InstanceIds=[instances[2]])
+    assert [t.id for t in loadbalancer.read_target_group(elbv2, ec2, arn)[1]] == [instances[1]]
