@@ -203,6 +203,15 @@ def test_the_app_sees_the_forwarded_headers_alb_sets(world: World) -> None:
     assert seen["x-forwarded-for"] == network.GATEWAY  # the client, as the container sees it
 
 
+def test_http2_is_offered_like_albs_https_listener(world: World) -> None:
+    context = ssl.create_default_context(cafile=str(loadbalancer.CA_CERT))
+    context.set_alpn_protocols(["h2", "http/1.1"])
+    raw = socket.create_connection(("127.0.0.1", world.site.https_port), timeout=5)
+    with context.wrap_socket(raw, server_hostname=PUBLIC_NAME) as tls:
+        assert tls.selected_alpn_protocol() == "h2"
+        assert tls.version() in ("TLSv1.2", "TLSv1.3")
+
+
 @pytest.mark.filterwarnings("ignore:ssl.TLSVersion.TLSv1_1 is deprecated:DeprecationWarning")
 def test_tls_below_12_is_refused(world: World) -> None:
     assert _get(world.site, tls=ssl.TLSVersion.TLSv1_2)[0] == 200
