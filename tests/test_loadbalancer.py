@@ -35,13 +35,15 @@ INTERVAL, FALL, RISE = 5, 2, 2
 # A backend: / names itself and echoes the forwarded headers; /readyz/ answers 503 while
 # /tmp/unready exists and remembers the Host the check sent.
 BACKEND_SCRIPT = """
-import http.server, json, os
+import http.server, json, os, time
 class Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         if self.path == "/readyz/":
             open("/tmp/check-host", "w").write(self.headers.get("Host", ""))
             code, body = (503 if os.path.exists("/tmp/unready") else 200), b"ready"
         else:
+            if self.path.startswith("/slow/"):
+                time.sleep(float(self.path.split("/")[2]))
             code = 200
             body = json.dumps({"name": os.environ["NAME"], "path": self.path, **dict(self.headers)}).encode()
         self.send_response(code)
@@ -65,7 +67,7 @@ def _free_port() -> int:
 
 
 def _get(
-    site: Site, path: str = "/", *, tls: ssl.TLSVersion | None = None
+    site: Site, path: str = "/", *, tls: ssl.TLSVersion | None = None, timeout: float = 5
 ) -> tuple[int, dict[str, str], bytes]:
     """GET through the load balancer as a browser would: to 127.0.0.1, naming the site in SNI and Host."""
     context = ssl.create_default_context(cafile=str(loadbalancer.CA_CERT))
@@ -74,8 +76,8 @@ def _get(
         # This client's OpenSSL would refuse old versions itself; let it offer them, so the refusal
         # a test sees is the load balancer's.
         context.set_ciphers("DEFAULT:@SECLEVEL=0")
-    connection = http.client.HTTPSConnection(PUBLIC_NAME, site.https_port, context=context, timeout=5)
-    raw = socket.create_connection(("127.0.0.1", site.https_port), timeout=5)
+    connection = http.client.HTTPSConnection(PUBLIC_NAME, site.https_port, context=context, timeout=timeout)
+    raw = socket.create_connection(("127.0.0.1", site.https_port), timeout=timeout)
     connection.sock = context.wrap_socket(raw, server_hostname=PUBLIC_NAME)
     try:
         connection.request("GET", path)
@@ -291,6 +293,38 @@ def test_registering_again_adds_it_after_its_health_checks(world: World) -> None
     took = _wait_for(world.site, instance, "UP", timeout=INTERVAL * (RISE + 2))
     print(f"b2 in service {took:.1f} s after the reload (interval {INTERVAL} s, rise {RISE})")
     assert {_served_by(world.site) for _ in range(4)} == {"b1", "b2"}
+
+
+def test_requests_in_flight_during_a_reload_may_finish_within_the_deregistration_delay(world: World) -> None:
+    """ALB lets a deregistered target finish its requests for the delay (5 s here); HAProxy's old
+    worker, which holds every request in flight at the reload, is stopped after the same delay."""
+    outcomes: dict[str, list[str]] = {"short": [], "long": []}
+
+    def request(kind: str, seconds: float) -> None:
+        try:
+            outcomes[kind].append(str(_get(world.site, f"/slow/{seconds}", timeout=15)[0]))
+        except (OSError, http.client.HTTPException) as error:
+            outcomes[kind].append(type(error).__name__)
+
+    # Two of each, so that round robin puts one of each on the target that leaves and one on the other.
+    threads = [
+        threading.Thread(target=request, args=(k, s))
+        for k, s in [("short", 2), ("short", 2), ("long", 9), ("long", 9)]
+    ]
+    for thread in threads:
+        thread.start()
+        time.sleep(0.05)
+    time.sleep(0.5)
+    world.register("b1")
+    started = time.monotonic()
+    world.ensure()
+    for thread in threads:
+        thread.join()
+    took = time.monotonic() - started
+    print(f"in flight at the reload: {outcomes}, the old worker gone {took:.1f} s after the reload")
+    assert outcomes["short"] == ["200", "200"]
+    assert "200" not in outcomes["long"]  # cut at the delay, on the target that stays too
+    assert took < 7
 
 
 def test_no_targets_answers_503(world: World) -> None:
