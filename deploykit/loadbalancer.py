@@ -213,8 +213,7 @@ def render_map(targets: list[Target]) -> str:
 
 def _servers(config: str) -> dict[str, str]:
     """The active servers a configuration names: instance id -> address."""
-    found = re.findall(r"^    server (\S+) (\S+)$", config, flags=re.MULTILINE)
-    return dict(found)
+    return dict(re.findall(r"^    server (\S+) (\S+)$", config, flags=re.MULTILINE))
 
 
 def _container_state(site: Site) -> str | None:
@@ -229,10 +228,6 @@ def _haproxy_ids() -> tuple[int, int]:
     return int(out[0]), int(out[1])
 
 
-def _own(path: Path) -> None:
-    os.chown(path, *_haproxy_ids())
-
-
 def _ensure_certificate(site: Site) -> bool:
     """Write the certificate for the public name (with chain and key) unless a fit one is there."""
     pem, now = site.directory / "etc" / "site.pem", datetime.datetime.now(datetime.UTC)
@@ -245,7 +240,7 @@ def _ensure_certificate(site: Site) -> bool:
             return False
     key, cert = pki.server_certificate(ca_key, ca, PUBLIC_NAME, [x509.DNSName(PUBLIC_NAME)], now)
     pki.write_private(pem, pki.pem_cert(cert) + pki.pem_cert(ca) + pki.pem_key(key))
-    _own(pem)
+    os.chown(pem, *_haproxy_ids())
     return True
 
 
@@ -255,10 +250,7 @@ def _admin(site: Site, command: str) -> str:
         conn.settimeout(5)
         conn.connect(str(site.directory / "run" / _SOCKET))
         conn.sendall(command.encode() + b"\n")
-        chunks = []
-        while chunk := conn.recv(65536):
-            chunks.append(chunk)
-    return b"".join(chunks).decode()
+        return b"".join(iter(lambda: conn.recv(65536), b"")).decode()
 
 
 def _server_state(site: Site, config: str, running: bool) -> str:
@@ -269,12 +261,14 @@ def _server_state(site: Site, config: str, running: bool) -> str:
     registered target nothing before it passed its checks: each new server is loaded from this
     file as DOWN with no health, and needs `rise` good checks first.
     """
-    lines = _admin(site, f"show servers state {BACKEND}").strip().splitlines() if running else []
-    if len(lines) < 2:
-        lines = ["1", "# be_id be_name srv_id srv_name srv_addr srv_op_state ..."]
-    known = {line.split()[3] for line in lines[2:]}
+    dump = _admin(site, f"show servers state {BACKEND}").strip().splitlines() if running else []
+    lines = ["1", "# be_id be_name srv_id srv_name srv_addr srv_op_state ... (show servers state)"]
+    # A target keeps its health only at the same address: at another one it is a new target.
+    known = {(f[3], f"{f[4]}:{f[18]}"): line for line in dump[2:] if len(f := line.split()) > 18}
     for number, (name, address) in enumerate(_servers(config).items(), start=1000):
-        if name not in known:
+        if (name, address) in known:
+            lines.append(known[name, address])
+        else:
             ip, port = address.rsplit(":", 1)
             lines.append(f"1 {BACKEND} {number} {name} {ip} 0 0 1 1 0 1 0 0 6 0 0 0 - {port} - 0 0 - - 0")
     return "\n".join(lines) + "\n"
@@ -307,7 +301,7 @@ def ensure(elbv2: Any, ec2: Any, target_group_arn: str, *, site: Site = SITE) ->
     etc, rundir = site.directory / "etc", site.directory / "run"
     for folder in (etc, rundir):
         folder.mkdir(parents=True, exist_ok=True)
-        _own(folder)
+        os.chown(folder, *_haproxy_ids())
     changes = []
     if _ensure_certificate(site):
         changes.append(f"certificate for {PUBLIC_NAME} issued by the project CA")
@@ -330,7 +324,11 @@ def ensure(elbv2: Any, ec2: Any, target_group_arn: str, *, site: Site = SITE) ->
         # Master-worker: new workers take the listening sockets over, old ones finish their requests.
         worker = _worker(site)
         run([DOCKER, "kill", "--signal", "USR2", site.name])
-        _wait_for_worker(site, other_than=worker)
+        try:
+            _wait_for_worker(site, other_than=worker)
+        except SetupError:
+            _write(live, before)  # what still runs, so that the next ensure() tries again
+            raise
         changes.append(f"{site.name}: reloaded")
     else:
         if state is not None:
