@@ -34,7 +34,8 @@ HOSTS = {
     distro: Image(f"deploykit/host:{distro}", ROOT / "images" / "host", suite)
     for suite, distro in SUITES.items()
 }
-ALL_IMAGES = (PYTHON_BASE, *HOSTS.values())
+LOAD_BALANCER = Image("deploykit/lb:bookworm", ROOT / "images" / "lb", "bookworm")
+ALL_IMAGES = (PYTHON_BASE, *HOSTS.values(), LOAD_BALANCER)
 
 
 def rootfs_tag(suite: str) -> str:

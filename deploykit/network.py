@@ -8,8 +8,8 @@ NAME = "deploykit"
 SUBNET = "172.30.0.0/24"
 # The host's address on the network: test hosts reach the registry and PostgreSQL here.
 GATEWAY = "172.30.0.1"
-# The stand-in's load balancer (deploykit/loadbalancer.py): below the hosts' addresses (.100 and
-# up) and far above where Docker's own allocation starts (.2).
+# The load balancer stand-in's fixed address: below the stand-in's hosts (.100 and up) and far
+# above where Docker's own allocation starts (.2), so neither takes it first.
 LB_ADDRESS = "172.30.0.90"
 
 

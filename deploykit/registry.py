@@ -22,16 +22,13 @@ import urllib.request
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
-from deploykit import network
+from deploykit import network, pki
 from deploykit.system import DOCKER, SetupError, run, say
 
-STATE = Path(os.environ.get("DEPLOYKIT_STATE_DIR", "/var/lib/deploykit"))
-PKI = STATE / "pki"
-CA_CERT = PKI / "ca.crt"
+STATE = pki.STATE
+PKI = pki.PKI
+CA_CERT = pki.CA_CERT
 PORT = 5443
 ADDRESS = f"{network.GATEWAY}:{PORT}"
 USER = "AWS"
@@ -42,11 +39,6 @@ _PID = _DIR / "registry.pid"
 _LOG = _DIR / "registry.log"
 
 
-def _write_private(path: Path, data: bytes) -> None:
-    path.touch(mode=0o600)
-    path.write_bytes(data)
-
-
 def _ensure_pki() -> None:
     cert, key = PKI / "registry.crt", PKI / "registry.key"
     if CA_CERT.exists() and cert.exists() and key.exists():
@@ -54,46 +46,17 @@ def _ensure_pki() -> None:
     say(f"making the project CA and the registry's certificate in {PKI}")
     PKI.mkdir(parents=True, exist_ok=True)
     now = datetime.datetime.now(datetime.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "deploykit local CA")])
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=825))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    server_key = ec.generate_private_key(ec.SECP256R1())
-    names = [
+    ca_key, ca = pki.new_ca(now)
+    names: list[x509.GeneralName] = [
         x509.DNSName("localhost"),
         x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
         x509.IPAddress(ipaddress.ip_address(network.GATEWAY)),
     ]
-    server = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "deploykit registry")]))
-        .issuer_name(ca_name)
-        .public_key(server_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=825))
-        .add_extension(x509.SubjectAlternativeName(names), critical=False)
-        .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    pem = serialization.Encoding.PEM
-    unencrypted = (serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    _write_private(PKI / "ca.key", ca_key.private_bytes(pem, *unencrypted))
-    _write_private(key, server_key.private_bytes(pem, *unencrypted))
-    CA_CERT.write_bytes(ca.public_bytes(pem))
-    cert.write_bytes(server.public_bytes(pem) + ca.public_bytes(pem))
+    server_key, server = pki.server_certificate(ca_key, ca, "deploykit registry", names, now)
+    pki.write_private(pki.CA_KEY, pki.pem_key(ca_key))
+    pki.write_private(key, pki.pem_key(server_key))
+    CA_CERT.write_bytes(pki.pem_cert(ca))
+    cert.write_bytes(pki.pem_cert(server) + pki.pem_cert(ca))
 
 
 def _config() -> Path:
