@@ -241,6 +241,16 @@ def test_second_ensure_changes_nothing_and_does_not_reload(world: World) -> None
     assert loadbalancer._admin(world.site, "show info").split("Pid: ")[1].split()[0] == pid
 
 
+def test_a_missing_certificate_is_issued_again_and_loaded(world: World) -> None:
+    (world.site.directory / "etc" / "site.pem").unlink()
+    changes = world.ensure()
+    assert changes == [
+        f"certificate for {PUBLIC_NAME} issued by the project CA",
+        f"{world.site.name}: reloaded",
+    ]
+    assert _get(world.site)[0] == 200
+
+
 def test_an_unready_target_is_taken_out_after_interval_times_threshold(world: World) -> None:
     instance = world.instances["b2"]
     _docker("exec", f"{PREFIX}b2", "touch", "/tmp/unready")
