@@ -60,7 +60,7 @@ bench: setup ## Benchmarks: reports/bench.json and docs/benchmarks.md
 	@$(PY) -m deploykit bench
 
 STANDIN_HOSTS ?= 3
-STANDIN_DISTRO ?= debian12
+STANDIN_DISTRO ?= mixed
 
 stand-in-up: platform ## Start the local AWS stand-in: moto and EC2 hosts (STANDIN_HOSTS, STANDIN_DISTRO)
 	@$(PY) -m deploykit.standin up --hosts $(STANDIN_HOSTS) --distro $(STANDIN_DISTRO)

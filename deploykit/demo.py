@@ -4,7 +4,8 @@ The stand-in's fleet comes up (moto plus three systemd hosts registered as EC2 i
 bare remote gets the push trigger, and the current commit is pushed to its `main`. The hook
 applies the webhook filter groups and runs buildspec.yml with the local CodeBuild runner: lint,
 tests, image build, push to the registry stand-in, `ansible-playbook deploy.yml` over the dynamic
-inventory. The demo ends with each host's URL and the release it serves.
+inventory. The demo ends with the environment's one HTTPS address (the stand-in's load balancer),
+how to trust it, and the hosts behind it with the release each serves.
 Only committed work is pushed: the build runs on a clean checkout, as CodeBuild's would.
 """
 
@@ -13,13 +14,15 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 import urllib.error
 import urllib.request
 
-from deploykit import app_image, codebuild, git_trigger, network, postgres, standin
+from deploykit import app_image, codebuild, front_door, git_trigger, loadbalancer, network, postgres, standin
 from deploykit.system import CACHE, ROOT, SetupError, run, say
 
 REMOTE = CACHE / "remote.git"
+_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 REMOTE_NAME = "local"
 BRANCH = "main"
 
@@ -51,11 +54,20 @@ def _remote_main() -> str:
 
 
 def serving(host: standin.Host) -> str:
-    """The version a host's nginx serves, or why there is none."""
+    """The version a host's nginx serves (its liveness probe names it), or why there is none."""
     try:
-        with urllib.request.urlopen(f"http://{host.ip}/version.json", timeout=5) as response:
+        with _NO_PROXY.open(f"http://{host.ip}/healthz/", timeout=5) as response:
             return json.load(response).get("version", "?")
     except (urllib.error.URLError, OSError, ValueError) as error:
+        return f"no answer ({error})"
+
+
+def serving_publicly() -> str:
+    """The version the environment's public address serves, as a user's client gets it."""
+    try:
+        status, _headers, body = front_door.get("/version.json")
+        return json.loads(body).get("version", "?") if status == 200 else f"HTTP {status}"
+    except (OSError, ValueError) as error:
         return f"no answer ({error})"
 
 
@@ -87,11 +99,25 @@ def push() -> str:
 def up() -> None:
     fleet = standin.up()
     tag = push()[:12]
+    # The load balancer takes a host in after healthy_threshold passed checks, interval apart.
+    settings = standin.load_balancer_settings()
+    wait = (
+        settings["aws_load_balancer_healthy_threshold"]
+        * settings["aws_load_balancer_health_check_interval_seconds"]
+    )
+    deadline = time.monotonic() + wait + 10
+    while serving_publicly() != tag and time.monotonic() < deadline:
+        time.sleep(0.5)
+    public = serving_publicly()
     print()
-    failed = []
+    print(f"  {front_door.URL}   serving {public}")
+    print(f"    trust the project's CA: curl --cacert {loadbalancer.CA_CERT} {front_door.URL}")
+    print(f"    plain HTTP redirects there: {loadbalancer.HTTP_URL}")
+    print("  behind the load balancer (make stand-in-status shows their health checks):")
+    failed = [] if public == tag else [front_door.URL]
     for host in fleet:
         version = serving(host)
-        print(f"  http://{host.ip}/   {host.name}   serving {version}")
+        print(f"    {host.name}   {host.ip}   {host.distro}   serving {version}")
         if version != tag:
             failed.append(host.name)
     print()
@@ -100,7 +126,7 @@ def up() -> None:
             f"{', '.join(failed)} not serving {tag}; the build's log is the last one under "
             f"{codebuild.BUILDS_DIR.relative_to(ROOT)}/, and `make stand-in-status` shows the hosts"
         )
-    say(f"every host serves commit {tag}, built and deployed by the pipeline")
+    say(f"{front_door.URL} serves commit {tag}, built and deployed by the pipeline to every host")
 
 
 def down() -> None:

@@ -36,7 +36,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from deploykit import images, network, postgres
+from deploykit import images, loadbalancer, network, postgres
 from deploykit.system import CACHE, DOCKER, ROOT, SetupError, main_guard, run, say
 
 STATE_DIR = CACHE / "standin"
@@ -70,8 +70,14 @@ HOST_PREFIX = "deploykit-web-"
 USER = "admin"
 DEFAULT_HOSTS = 3
 DEFAULT_DISTRO = "debian12"
+# The fleet's default mix: hosts take the Debian releases in turn (web-1 Debian 12, web-2 Debian
+# 13, ...), so every rollout crosses both releases the roles support.
+MIXED = "mixed"
 INSTANCE_TYPE = "t3.small"
 TAGS = {"App": "deploykit", "Env": "local", "Role": "web"}
+# The web instances' target group, named as provisioning names it on AWS (aws_load_balancer).
+TARGET_GROUP = f"{TAGS['App']}-{TAGS['Env']}-web"
+LOAD_BALANCER_DEFAULTS = ROOT / "roles" / "aws_load_balancer" / "defaults" / "main.yml"
 # Instances registered without containers, for benchmarks, live in another Env and in RFC 2544's
 # benchmarking range: they never appear in inventory/local, so nothing ever tries to reach them.
 BENCH_ENV = "bench"
@@ -399,11 +405,13 @@ def tag_value(instance: Mapping[str, Any], key: str) -> str:
     return next((tag["Value"] for tag in instance.get("Tags", []) if tag["Key"] == key), "")
 
 
-def _register(ec2: Any, hosts: list[Host], changes: list[str]) -> None:
-    """Make each host exactly one running instance at the container's address; drop the rest."""
+def _register(ec2: Any, hosts: list[Host], changes: list[str]) -> list[str]:
+    """Make each host exactly one running instance at the container's address; drop the rest.
+    Return the ids of the instances made now."""
     from botocore.exceptions import BotoCoreError, ClientError
 
     subnet = _ensure_subnet(ec2, "deploykit-local", network.SUBNET)
+    made: list[str] = []
     by_name: dict[str, list[dict[str, Any]]] = {}
     for instance in instances(ec2, TAGS["Env"], _LIVE):
         by_name.setdefault(tag_value(instance, "Name"), []).append(instance)
@@ -438,11 +446,13 @@ def _register(ec2: Any, hosts: list[Host], changes: list[str]) -> None:
                 "`python -m deploykit.standin down` and `up` start from a clean moto"
             ) from error
         host.instance_id, host.instance_state = created["InstanceId"], "running"
+        made.append(host.instance_id)
         changes.append(f"{host.name}: registered as {host.instance_id} at {host.ip}")
     stale += [instance["InstanceId"] for leftover in by_name.values() for instance in leftover]
     if stale:
         ec2.terminate_instances(InstanceIds=stale)
         changes.append(f"terminated instances {', '.join(stale)}")
+    return made
 
 
 def register_fake_instances(count: int) -> int:
@@ -517,7 +527,14 @@ def _volume(name: str) -> str:
 
 def containers() -> dict[str, Host]:
     """The stand-in's containers by name, as Docker reports them now."""
-    ids = _docker("ps", "--all", "--quiet", "--filter", f"label={OWNER_LABEL}={OWNER}").stdout.split()
+    # The load balancer carries the owner label too (down removes it), but is no host.
+    ids = [
+        line.split()[0]
+        for line in _docker(
+            "ps", "--all", "--filter", f"label={OWNER_LABEL}={OWNER}", "--format", "{{.ID}} {{.Names}}"
+        ).stdout.splitlines()
+        if line.split()[1].startswith(HOST_PREFIX)
+    ]
     if not ids:
         return {}
     # A container removed between the two calls makes inspect exit 1 but print the others.
@@ -693,10 +710,19 @@ def _check_image(distro: str) -> None:
         raise SetupError(f"the host image {images.HOSTS[distro].tag} is missing; run `make setup` first")
 
 
-def up(hosts: int = DEFAULT_HOSTS, distro: str = DEFAULT_DISTRO) -> list[Host]:
+def distro_of(index: int, distro: str) -> str:
+    """The distro host number `index` (from 1) runs: `distro`, or the releases in turn for MIXED."""
+    if distro != MIXED:
+        return distro
+    releases = sorted(images.HOSTS)
+    return releases[(index - 1) % len(releases)]
+
+
+def up(hosts: int = DEFAULT_HOSTS, distro: str = MIXED) -> list[Host]:
     """Bring the stand-in to moto plus `hosts` running, registered, reachable hosts."""
-    if distro not in images.HOSTS:
-        raise SetupError(f"unknown distro {distro!r}; choose one of {', '.join(sorted(images.HOSTS))}")
+    if distro != MIXED and distro not in images.HOSTS:
+        choices = ", ".join([MIXED, *sorted(images.HOSTS)])
+        raise SetupError(f"unknown distro {distro!r}; choose one of {choices}")
     if hosts < 0:
         raise SetupError("--hosts must be 0 or more")
     with _locked():
@@ -704,31 +730,30 @@ def up(hosts: int = DEFAULT_HOSTS, distro: str = DEFAULT_DISTRO) -> list[Host]:
         moto = _start_moto()  # boots while the containers do
         network.ensure_network()
         public_key = _ensure_key()
-        wanted = {host_name(index) for index in range(1, hosts + 1)}
+        wanted = {host_name(index): distro_of(index, distro) for index in range(1, hosts + 1)}
         current = containers()
         for name, host in current.items():
-            if name not in wanted or host.distro != distro:
+            if wanted.get(name) != host.distro:
                 _remove_container(name)
                 changes.append(f"{name}: removed")
-        if hosts:
-            _check_image(distro)
+        for release in sorted(set(wanted.values())):
+            _check_image(release)
         fleet: list[Host] = []
         taken: set[str] | None = None
-        for index in range(1, hosts + 1):
-            name = host_name(index)
+        for name, release in wanted.items():
             host = current.get(name)
-            if host is not None and host.distro == distro and host.state != "running":
+            if host is not None and host.distro == release and host.state != "running":
                 if _docker("start", name, check=False).returncode == 0:
                     changes.append(f"{name}: started")
                 else:  # its address went to another container meanwhile
                     _remove_container(name)
                     host = None
-            if host is None or host.distro != distro:
+            if host is None or host.distro != release:
                 if taken is None:  # a moto started just now holds no instance yet
                     taken = _taken_addresses(None if moto is not None else ec2_client())
-                _create_container(name, distro, taken)
-                changes.append(f"{name}: created from {images.HOSTS[distro].tag}")
-            fleet.append(Host(name=name, distro=distro))
+                _create_container(name, release, taken)
+                changes.append(f"{name}: created from {images.HOSTS[release].tag}")
+            fleet.append(Host(name=name, distro=release))
         running = containers()
         for host in fleet:
             host.container_id, host.state, host.ip = (
@@ -744,7 +769,8 @@ def up(hosts: int = DEFAULT_HOSTS, distro: str = DEFAULT_DISTRO) -> list[Host]:
             changes.append(f"known_hosts: {len(fleet)} host keys")
         if _await_moto(moto):
             changes.append(f"moto started on {ENDPOINT}")
-        _register(ec2_client(), fleet, changes)
+        made = _register(ec2_client(), fleet, changes)
+        changes += _ensure_load_balancer(fleet, made)
         _ensure_app_parameters(changes)
         if _write_if_changed(ENV_FILE, env_script()):
             changes.append(f"wrote {ENV_FILE.relative_to(ROOT)}")
@@ -753,6 +779,44 @@ def up(hosts: int = DEFAULT_HOSTS, distro: str = DEFAULT_DISTRO) -> list[Host]:
         say(change)
     say("stand-in up to date: nothing changed" if not changes else f"stand-in ready: {len(fleet)} hosts")
     return fleet
+
+
+def load_balancer_settings() -> dict[str, Any]:
+    """The target group's settings, from the provisioning role that makes the ALB on AWS."""
+    return loadbalancer.target_group_settings(LOAD_BALANCER_DEFAULTS)
+
+
+def _ensure_load_balancer(fleet: list[Host], made: list[str]) -> list[str]:
+    """The target group in moto, as provisioning makes it on AWS, and HAProxy configured from it.
+
+    Hosts are registered as targets when their instance is made (or the target group is), as
+    provisioning registers new instances; a target deregistered by hand stays out until then, so
+    the load balancer always follows what moto holds. Terminated instances leave it.
+    """
+    ec2, elbv2 = ec2_client(), client("elbv2")
+    vpc_id = ec2.describe_subnets(Filters=_managed("deploykit-local"))["Subnets"][0]["VpcId"]
+    existed = bool(_target_groups(elbv2))
+    arn = loadbalancer.ensure_target_group(
+        elbv2, ec2, vpc_id=vpc_id, name=TARGET_GROUP, settings=load_balancer_settings()
+    )
+    registered = {
+        entry["Target"]["Id"]
+        for entry in elbv2.describe_target_health(TargetGroupArn=arn)["TargetHealthDescriptions"]
+    }
+    fleet_ids = {host.instance_id for host in fleet}
+    wanted = (registered & fleet_ids) | set(made) if existed else fleet_ids
+    changes = [
+        f"target group {TARGET_GROUP}: {change}"
+        for change in loadbalancer.register_targets(elbv2, arn, sorted(wanted))
+    ]
+    return changes + loadbalancer.ensure(elbv2, ec2, arn)
+
+
+def _target_groups(elbv2: Any) -> list[dict[str, Any]]:
+    try:
+        return elbv2.describe_target_groups(Names=[TARGET_GROUP])["TargetGroups"]
+    except elbv2.exceptions.TargetGroupNotFoundException:
+        return []
 
 
 def _ensure_app_parameters(changes: list[str]) -> None:
@@ -789,6 +853,8 @@ def _state(fleet: list[Host]) -> dict[str, Any]:
 def leftovers() -> list[str]:
     """What the stand-in made that still exists: empty after `down`."""
     found = [f"container {name}" for name in containers()]
+    if loadbalancer.status()["container"] != "absent":
+        found.append(f"container {loadbalancer.CONTAINER}")
     found += [f"volume {name}" for name in _volumes()]
     pid = moto_pid()
     if pid is not None:
@@ -802,6 +868,8 @@ def down() -> None:
         for name in containers():
             _remove_container(name)
             say(f"{name}: removed")
+        if loadbalancer.remove():
+            say(f"{loadbalancer.CONTAINER}: removed")
         for volume in _volumes():
             _docker("volume", "rm", "--force", volume, check=False)
         if stop_moto():
@@ -900,6 +968,10 @@ def status() -> None:
             f"warning: {name} ({instance['InstanceId']}, {instance.get('PrivateIpAddress', '-')}) is in "
             "inventory/local but is no stand-in host: Ansible would try to reach it"
         )
+    balancer = loadbalancer.status()
+    print(f"load balancer: {balancer['container']}  {balancer['url']}  CA {loadbalancer.CA_CERT}")
+    for target, health in balancer["targets"].items():
+        print(f"  target {target}  {health['address']}  {health['status']}  (check: {health['check']})")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -913,7 +985,12 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     up_parser = commands.add_parser("up", help="start moto and N hosts registered as EC2 instances")
     up_parser.add_argument("--hosts", type=int, default=DEFAULT_HOSTS, help="hosts to run (default: 3)")
-    up_parser.add_argument("--distro", choices=sorted(images.HOSTS), default=DEFAULT_DISTRO)
+    up_parser.add_argument(
+        "--distro",
+        choices=[MIXED, *sorted(images.HOSTS)],
+        default=MIXED,
+        help="every host on one release, or (default) Debian 12 and 13 in turn",
+    )
     up_parser.add_argument(
         "--register-only",
         type=int,

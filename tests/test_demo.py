@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
-import urllib.request
 
 import pytest
 
@@ -14,7 +14,10 @@ from deploykit.system import ROOT
 
 pytestmark = [pytest.mark.docker, pytest.mark.e2e]
 
-URL_LINE = re.compile(r"^\s+(http://[\d.]+/)\s+(\S+)\s+serving (\S+)$", re.MULTILINE)
+PUBLIC_LINE = re.compile(r"^\s+(https://\S+/)\s+serving (\S+)$", re.MULTILINE)
+CA_LINE = re.compile(r"^\s+trust the project's CA: curl --cacert (\S+) (\S+)$", re.MULTILINE)
+REDIRECT_LINE = re.compile(r"^\s+plain HTTP redirects there: (http://\S+)$", re.MULTILINE)
+HOST_LINE = re.compile(r"^\s+(deploykit-web-\d+)\s+([\d.]+)\s+(debian\d+)\s+serving (\S+)$", re.MULTILINE)
 
 
 def run_demo() -> subprocess.CompletedProcess[str]:
@@ -38,18 +41,41 @@ def test_demo_succeeds(first_run):
     assert first_run.returncode == 0, first_run.stdout[-3000:] + first_run.stderr[-3000:]
 
 
-def test_demo_lists_three_hosts_serving_this_commit(first_run):
+def test_demo_ends_with_one_https_address_serving_this_commit(first_run):
     commit = demo.current_commit()[:12]
-    hosts = URL_LINE.findall(first_run.stdout)
-    assert len(hosts) == 3
-    assert {version for _url, _name, version in hosts} == {commit}
+    assert PUBLIC_LINE.findall(first_run.stdout) == [("https://app.deploykit.localhost:8443/", commit)]
 
 
-def test_each_printed_url_serves_this_commit_through_nginx(first_run):
+def test_the_printed_address_answers_curl_with_the_ca_it_names(first_run):
+    # As a newcomer would copy it: curl resolves *.localhost to loopback by itself.
+    [(ca, url)] = CA_LINE.findall(first_run.stdout)
+    answer = subprocess.run(
+        ["curl", "--silent", "--show-error", "--fail", "--cacert", ca, f"{url}version.json"],
+        capture_output=True, text=True, check=False, timeout=30,
+    )  # fmt: skip
+    assert answer.returncode == 0, answer.stderr
+    assert demo.current_commit()[:12] in json.loads(answer.stdout).values()
+
+
+def test_plain_http_redirects_to_the_printed_address(first_run):
+    [http_url] = REDIRECT_LINE.findall(first_run.stdout)
+    [(_ca, https_url)] = CA_LINE.findall(first_run.stdout)
+    answer = subprocess.run(
+        ["curl", "-s", "-o", "/dev/null", "--write-out", "%{http_code} %{redirect_url}", http_url],
+        capture_output=True, text=True, check=False, timeout=30,
+    )  # fmt: skip
+    assert answer.stdout == f"301 {https_url}"
+
+
+def test_demo_lists_the_mixed_fleet_behind_it_serving_this_commit(first_run):
     commit = demo.current_commit()[:12]
-    for url, _name, _version in URL_LINE.findall(first_run.stdout):
-        with urllib.request.urlopen(f"{url}version.json", timeout=5) as response:
-            assert response.read().decode().count(commit) >= 1
+    hosts = HOST_LINE.findall(first_run.stdout)
+    assert [(name, distro) for name, _ip, distro, _version in hosts] == [
+        ("deploykit-web-1", "debian12"),
+        ("deploykit-web-2", "debian13"),
+        ("deploykit-web-3", "debian12"),
+    ]
+    assert {version for *_, version in hosts} == {commit}
 
 
 def test_the_build_ran_the_pipeline_phases(first_run):
@@ -60,4 +86,4 @@ def test_the_build_ran_the_pipeline_phases(first_run):
 def test_a_second_demo_passes_without_building_again(second_run):
     assert second_run.returncode == 0, second_run.stderr[-3000:]
     assert "nothing to push" in second_run.stdout
-    assert len(URL_LINE.findall(second_run.stdout)) == 3
+    assert len(PUBLIC_LINE.findall(second_run.stdout)) == 1

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from deploykit import network
+from deploykit import loadbalancer, network
 from deploykit.system import ROOT
 
 INVENTORY = ROOT / "inventory"
@@ -120,3 +120,7 @@ def test_the_app_allows_exactly_the_public_host_name():
 
 def test_local_load_balancer_address_is_the_stand_in_s():
     assert _environment("local")["all", "app_load_balancer_cidrs"] == [f"{network.LB_ADDRESS}/32"]
+
+
+def test_local_public_address_is_where_the_stand_in_s_load_balancer_listens():
+    assert _environment("local")["all", "app_public_url"] + "/" == loadbalancer.HTTPS_URL

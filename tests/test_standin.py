@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
-from deploykit import network, registry, standin
+from deploykit import loadbalancer, network, registry, standin
 from deploykit.system import DOCKER, ROOT
 
 BIN = Path(sys.executable).parent
@@ -64,9 +64,11 @@ def _docker(*args: str) -> str:
     return subprocess.run([DOCKER, *args], capture_output=True, text=True, check=True).stdout
 
 
-def _containers() -> dict[str, dict[str, Any]]:
+def _containers(prefix: str = standin.HOST_PREFIX) -> dict[str, dict[str, Any]]:
+    """The stand-in's containers whose name starts with `prefix` (default: the hosts)."""
     ids = _docker("ps", "--all", "--quiet", "--filter", "label=org.deploykit.owner=standin").split()
-    return {data["Name"].lstrip("/"): data for data in json.loads(_docker("inspect", *ids))} if ids else {}
+    found = {data["Name"].lstrip("/"): data for data in json.loads(_docker("inspect", *ids))} if ids else {}
+    return {name: data for name, data in found.items() if name.startswith(prefix)}
 
 
 def _ip(data: dict[str, Any]) -> str:
@@ -111,6 +113,62 @@ def test_up_runs_the_requested_hosts(fleet):
     containers = _containers()
     assert sorted(containers) == HOSTS
     assert {data["State"]["Status"] for data in containers.values()} == {"running"}
+
+
+@pytest.mark.docker
+def test_the_load_balancer_runs_beside_the_hosts(fleet):
+    assert [data["State"]["Status"] for data in _containers(loadbalancer.CONTAINER).values()] == ["running"]
+
+
+@pytest.mark.docker
+def test_the_hosts_are_the_targets_of_the_load_balancer_s_target_group(fleet):
+    elbv2 = standin.client("elbv2")
+    [group] = elbv2.describe_target_groups(Names=[standin.TARGET_GROUP])["TargetGroups"]
+    health = elbv2.describe_target_health(TargetGroupArn=group["TargetGroupArn"])["TargetHealthDescriptions"]
+    registered = {entry["Target"]["Id"] for entry in health}
+    assert registered == {instance["InstanceId"] for instance in _instances().values()}
+    assert set(loadbalancer.status()["targets"]) == registered
+
+
+@pytest.mark.docker
+def test_the_target_group_has_the_provisioning_role_s_health_check(fleet):
+    settings = standin.load_balancer_settings()
+    [group] = standin.client("elbv2").describe_target_groups(Names=[standin.TARGET_GROUP])["TargetGroups"]
+    assert (
+        group["HealthCheckPath"],
+        group["HealthCheckIntervalSeconds"],
+        group["UnhealthyThresholdCount"],
+    ) == (
+        settings["aws_load_balancer_health_check_path"],
+        settings["aws_load_balancer_health_check_interval_seconds"],
+        settings["aws_load_balancer_unhealthy_threshold"],
+    )
+
+
+@pytest.mark.docker
+def test_a_target_deregistered_in_moto_leaves_the_load_balancer_at_the_next_up(fleet):
+    elbv2 = standin.client("elbv2")
+    [group] = elbv2.describe_target_groups(Names=[standin.TARGET_GROUP])["TargetGroups"]
+    instance_id = _instances()[HOSTS[0]]["InstanceId"]
+    elbv2.deregister_targets(TargetGroupArn=group["TargetGroupArn"], Targets=[{"Id": instance_id}])
+    try:
+        result = _standin("up", "--hosts", "3")
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert instance_id not in loadbalancer.status()["targets"]
+    finally:
+        elbv2.register_targets(TargetGroupArn=group["TargetGroupArn"], Targets=[{"Id": instance_id}])
+        _standin("up", "--hosts", "3")
+    assert instance_id in loadbalancer.status()["targets"]
+
+
+@pytest.mark.docker
+def test_the_default_fleet_mixes_both_debian_releases(fleet):
+    images = {name: data["Config"]["Image"] for name, data in _containers().items()}
+    assert images == {
+        "deploykit-web-1": "deploykit/host:debian12",
+        "deploykit-web-2": "deploykit/host:debian13",
+        "deploykit-web-3": "deploykit/host:debian12",
+    }
 
 
 @pytest.mark.docker
@@ -312,6 +370,11 @@ def test_down_reports_nothing_left(downed):
 @pytest.mark.docker
 def test_down_removes_the_hosts(downed):
     assert _docker("ps", "--all", "--quiet", "--filter", "name=^deploykit-web-").split() == []
+
+
+@pytest.mark.docker
+def test_down_removes_the_load_balancer(downed):
+    assert loadbalancer.status()["container"] == "absent"
 
 
 @pytest.mark.docker

@@ -47,6 +47,7 @@ import pytest
 import yaml
 
 from deploykit import app_image, apt_cache, engine, images, network, postgres, registry, standin
+from deploykit import front_door as public_address
 from deploykit.e2e_report import E2EReport
 from deploykit.system import DOCKER, REPORTS, ROOT
 
@@ -57,6 +58,8 @@ REPORT_FILE = REPORTS / "e2e.json"
 REPOSITORY = "deploykit/app"
 INVENTORY = "inventory/local"
 LOCK_PARAMETER = f"/deploykit/{standin.TAGS['Env']}/deploy-lock"
+# The request streams' name for the environment's public address.
+FRONT_DOOR = "front door"
 SSM_SECRETS = (
     f"/deploykit/{standin.TAGS['Env']}/DJANGO_SECRET_KEY",
     f"/deploykit/{standin.TAGS['Env']}/DATABASE_URL",
@@ -396,9 +399,13 @@ class Fleet:
         return [host.ip for host in self.hosts]
 
     def release(self, name: str) -> dict[str, str]:
-        """What the host's nginx serves: /version.json of the release behind it."""
-        status, body = http_get(self.by_name[name].ip, "/version.json")
-        assert status == 200, f"{name}: /version.json answered {status}: {body[:300]}"
+        """What the host's nginx serves: the release behind it, as its liveness probe names it.
+
+        Straight to one host, the app's pages answer only the load balancer's requests (its public
+        name, HTTPS in front); /healthz/ answers anyone, and names the release too.
+        """
+        status, body = http_get(self.by_name[name].ip, "/healthz/")
+        assert status == 200, f"{name}: /healthz/ answered {status}: {body[:300]}"
         return json.loads(body)
 
     def versions(self) -> dict[str, str]:
@@ -429,10 +436,31 @@ class Fleet:
         return {name: self.containers(name) for name in self.names}
 
     def history(self, name: str) -> list[dict[str, str]]:
-        """The deploy history that the app page (/) on the host shows."""
-        status, page = http_get(self.by_name[name].ip, "/")
+        """The deploy history that the app page (/) shows on that host, asked on the host itself
+        the way the load balancer asks (nginx believes loopback's X-Forwarded-Proto)."""
+        status, page = self.page(name, "/")
         assert status == 200, f"{name}: / answered {status}: {page[:300]}"
         return history_rows(page)
+
+    def page(self, name: str, path: str, host_header: str = "") -> tuple[int, str]:
+        """GET `path` from the host's nginx on the host, as the load balancer sends it."""
+        script = (
+            "import sys, urllib.request, urllib.error\n"
+            "class NoRedirect(urllib.request.HTTPRedirectHandler):\n"
+            "    def redirect_request(self, *args): return None\n"
+            "request = urllib.request.Request('http://127.0.0.1' + sys.argv[1],"
+            " headers={'Host': sys.argv[2], 'X-Forwarded-Proto': 'https'})\n"
+            "opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), NoRedirect)\n"
+            "try:\n"
+            "    response = opener.open(request, timeout=10)\n"
+            "except urllib.error.HTTPError as error:\n"
+            "    response = error\n"
+            "print(response.status)\n"
+            "sys.stdout.write(response.read().decode(errors='replace'))\n"
+        )
+        result = docker("exec", name, "python3", "-c", script, path, host_header or public_address.HOST)
+        status, _, body = result.stdout.partition("\n")
+        return int(status), body
 
     @staticmethod
     def sh(name: str, script: str, *, check: bool = True) -> str:
@@ -462,67 +490,88 @@ class StreamResult:
     failed: int = 0
     seconds: float = 0.0
     failures: list[str] = field(default_factory=list)
+    # Per target (a host's name, or FRONT_DOOR): how often each version answered.
     versions: dict[str, Counter[str]] = field(default_factory=dict)
+    # Through the front door: which host answered, how often.
+    answered_by: Counter[str] = field(default_factory=Counter)
+    # time.monotonic() at which each failed request was sent.
+    failed_at: list[float] = field(default_factory=list)
 
 
 class RequestStream:
-    """Threads that GET /version.json from hosts' nginx, one new connection per request, until
-    stopped or until the bounds: at most `max_requests` in all and `max_seconds` long.
+    """Threads that GET a release's identity, one new connection per request, until stopped or
+    until the bounds: at most `max_requests` in all and `max_seconds` long. Targets are hosts
+    (their nginx's /healthz/, which names the release to any client) or, with `front_door=True`,
+    the environment's public address (/version.json through the load balancer over HTTPS, as
+    users come).
 
     Each thread starts a request every `interval` seconds at most (2 threads x 25/s = 50 requests
-    a second per host by default): dense enough that a reload or a stopped container that drops
+    a second per target by default): dense enough that a reload or a stopped container that drops
     requests for a few milliseconds is caught, light enough that on a 2-core machine the clients
     do not starve the rollout they watch.
     """
 
     def __init__(
         self,
-        hosts: Sequence[Host],
+        hosts: Sequence[Host] = (),
         *,
+        front_door: bool = False,
         threads_per_host: int = 2,
         interval: float = 0.04,
         max_requests: int = 200_000,
         max_seconds: float = 600,
         timeout: float = 10,
     ) -> None:
-        self.hosts, self.threads_per_host, self.interval = list(hosts), threads_per_host, interval
+        self.targets = [host.name for host in hosts] + ([FRONT_DOOR] if front_door else [])
+        self._addresses = {host.name: host.ip for host in hosts}
+        self.threads_per_host, self.interval = threads_per_host, interval
         self.max_requests, self.max_seconds, self.timeout = max_requests, max_seconds, timeout
-        self.result = StreamResult(versions={host.name: Counter() for host in self.hosts})
+        self.result = StreamResult(versions={target: Counter() for target in self.targets})
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
-    def _work(self, host: Host, deadline: float) -> None:
+    def _fetch(self, target: str) -> dict[str, str]:
+        """The release that answered, or an AssertionError saying what did instead."""
+        if target == FRONT_DOOR:
+            status, _headers, body = public_address.get("/version.json", timeout=self.timeout)
+        else:
+            status, body = http_get(self._addresses[target], "/healthz/", timeout=self.timeout)
+        if status != 200:
+            raise AssertionError(f"HTTP {status}: {' '.join(body.split())[:160]}")
+        return json.loads(body)
+
+    def _work(self, target: str, deadline: float) -> None:
         next_start = time.monotonic()
         while not self._stop.wait(max(0.0, next_start - time.monotonic())) and time.monotonic() < deadline:
-            next_start = time.monotonic() + self.interval
+            sent_at = time.monotonic()
+            next_start = sent_at + self.interval
             with self._lock:
                 if self.result.sent >= self.max_requests:
                     return
                 self.result.sent += 1
             outcome = None
             try:
-                status, body = http_get(host.ip, "/version.json", timeout=self.timeout)
-                if status == 200:
-                    version = json.loads(body)["version"]
-                else:
-                    outcome = f"HTTP {status}: {' '.join(body.split())[:160]}"
-            except (OSError, ValueError, KeyError, http.client.HTTPException) as error:
+                release = self._fetch(target)
+            except (AssertionError, OSError, ValueError, KeyError, http.client.HTTPException) as error:
                 outcome = f"{type(error).__name__}: {error}"
             with self._lock:
                 if outcome is None:
-                    self.result.versions[host.name][version] += 1
+                    self.result.versions[target][release["version"]] += 1
+                    if target == FRONT_DOOR:
+                        self.result.answered_by[release["host"]] += 1
                 else:
                     self.result.failed += 1
+                    self.result.failed_at.append(sent_at)
                     if len(self.result.failures) < 20:
-                        self.result.failures.append(f"{host.name} at {time.strftime('%X')}: {outcome}")
+                        self.result.failures.append(f"{target} at {time.strftime('%X')}: {outcome}")
 
     def __enter__(self) -> RequestStream:
         deadline = time.monotonic() + self.max_seconds
         self._started = time.monotonic()
-        for host in self.hosts:
+        for target in self.targets:
             for _ in range(self.threads_per_host):
-                thread = threading.Thread(target=self._work, args=(host, deadline), daemon=True)
+                thread = threading.Thread(target=self._work, args=(target, deadline), daemon=True)
                 thread.start()
                 self._threads.append(thread)
         return self
@@ -729,6 +778,39 @@ def wait_for() -> Callable[..., Any]:
 @pytest.fixture(scope="session")
 def request_stream() -> type[RequestStream]:
     return RequestStream
+
+
+@dataclass(frozen=True)
+class FrontDoor:
+    """The environment's public address: the stand-in's load balancer on this machine's loopback."""
+
+    url: str = public_address.URL
+    host: str = public_address.HOST
+    port: int = public_address.HTTPS_PORT
+    http_port: int = public_address.HTTP_PORT
+
+    @property
+    def detection_window(self) -> float:
+        """The longest the load balancer keeps sending requests to a host that stopped answering:
+        unhealthy_threshold failed health checks, each up to its timeout, interval apart."""
+        settings = standin.load_balancer_settings()
+        return settings["aws_load_balancer_unhealthy_threshold"] * (
+            settings["aws_load_balancer_health_check_interval_seconds"]
+            + settings["aws_load_balancer_health_check_timeout_seconds"]
+        )
+
+    @staticmethod
+    def get(path: str, **kwargs: Any) -> tuple[int, dict[str, str], str]:
+        return public_address.get(path, **kwargs)
+
+    @staticmethod
+    def get_http(path: str, **kwargs: Any) -> tuple[int, dict[str, str]]:
+        return public_address.get_http(path, **kwargs)
+
+
+@pytest.fixture(scope="session")
+def front_door(e2e_session: tuple[Fleet, Releases]) -> FrontDoor:
+    return FrontDoor()
 
 
 @pytest.fixture(scope="session")

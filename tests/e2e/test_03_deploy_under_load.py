@@ -1,4 +1,5 @@
-"""Scenario 3: v1 -> v2 while clients keep sending requests to every host: none of them fails."""
+"""Scenario 3: v1 -> v2 while clients keep sending requests to every host and, as users do, to the
+environment's public address through the load balancer: none of them fails."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture(scope="module")
 def deploy_under_load(ansible, fleet, releases, request_stream, record_requests):
-    with request_stream(fleet.hosts) as stream:
+    with request_stream(fleet.hosts, front_door=True) as stream:
         run = ansible.deploy("v2-under-load", releases.v2.tag)
     record_requests(stream.result)
     return run, stream.result
@@ -41,3 +42,11 @@ def test_summary_names_each_hosts_release_before_and_after(deploy_under_load, fl
     named = {releases.v1.tag: "v1", releases.v2.tag: "v2"}
     summary = {host: (named.get(before, before), named.get(after, after)) for host, before, after in lines}
     assert summary == {name: ("v1", "v2") for name in fleet.names}
+
+
+def test_users_at_the_public_address_see_the_release_change_without_a_failure(deploy_under_load, fleet):
+    _, stream = deploy_under_load
+    through = stream.versions["front door"]
+    assert sorted(through) == ["v1", "v2"], f"versions through the front door: {through}"
+    assert set(stream.answered_by) == set(fleet.names), stream.answered_by
+    assert (stream.failed, stream.failures) == (0, [])

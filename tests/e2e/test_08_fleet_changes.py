@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import time
 
 import pytest
 
@@ -53,13 +54,20 @@ def _pause(name: str, paused: bool) -> None:
 
 
 @pytest.fixture(scope="module")
-def host_lost(ansible, fleet, releases, request_stream, record_requests, wait_for):
-    """v2 -> v1; the second host of the rollout freezes (docker pause) once the first has switched."""
+def host_lost(ansible, fleet, releases, request_stream, record_requests, wait_for, front_door):
+    """v2 -> v1; the second host of the rollout freezes (docker pause) once the first has switched.
+
+    Users' requests go through the load balancer meanwhile; its health check takes the frozen host
+    out within the detection window, and the stream goes on until well after it.
+    """
     first, second, third = fleet.rollout_order()
     before = fleet.snapshot()
-    lost = {"order": (first, second, third), "paused": False, "frozen": False}
+    lost = {"order": (first, second, third), "paused": False, "frozen": False, "paused_at": None}
     try:
-        with request_stream([fleet.by_name[first], fleet.by_name[third]]) as stream:
+        with (
+            request_stream([fleet.by_name[first], fleet.by_name[third]]) as stream,
+            request_stream(front_door=True) as through_front_door,
+        ):
             # A frozen host does not refuse connections, it never answers: a short connect timeout
             # keeps the wait for it short.
             running = ansible.start("v1-host-lost", ansible.deploy_args(releases.v1.tag), ANSIBLE_TIMEOUT="5")
@@ -77,12 +85,18 @@ def host_lost(ansible, fleet, releases, request_stream, record_requests, wait_fo
                 if running.running():
                     _pause(second, True)
                     lost["paused"] = lost["frozen"] = True
+                    lost["paused_at"] = time.monotonic()
             finally:
                 run = running.wait()
+            if lost["paused_at"] is not None:
+                # Past the window, so that requests after it are part of the stream too.
+                time.sleep(max(0.0, lost["paused_at"] + front_door.detection_window + 10 - time.monotonic()))
         record_requests(stream.result)
+        record_requests(through_front_door.result)
         lost |= {
             "run": run,
             "stream": stream.result,
+            "front_door": through_front_door.result,
             "before": before,
             "after_third": fleet.containers(third),
             "versions": {name: fleet.release(name)["version"] for name in (first, third)},
@@ -128,3 +142,19 @@ def test_other_hosts_keep_serving_while_one_is_lost(host_lost):
 def test_rerun_after_the_host_returns_completes(rerun, fleet):
     assert rerun.returncode == 0, rerun.tail()
     assert fleet.versions() == dict.fromkeys(fleet.names, "v1")
+
+
+def test_users_see_failures_only_inside_the_health_check_s_detection_window(host_lost, front_door):
+    # A frozen host accepts connections and never answers: the load balancer keeps sending it its
+    # share of requests until its health check has failed unhealthy_threshold times. Requests sent
+    # after that window all succeed.
+    assert host_lost["paused"], "the rollout ended before the host was frozen"
+    through = host_lost["front_door"]
+    late = [
+        at - host_lost["paused_at"]
+        for at in through.failed_at
+        if at > host_lost["paused_at"] + front_door.detection_window
+    ]
+    early = [at for at in through.failed_at if at < host_lost["paused_at"]]
+    assert through.sent > 0
+    assert (late, early) == ([], []), through.failures

@@ -29,7 +29,17 @@ def _missing_parameter(ansible, releases, ssm):
         ssm.put_parameter(Name=MISSING_PARAMETER, Value=parameter["Value"], Type=parameter["Type"])
 
 
+def _public_name_not_allowed(ansible, releases, ssm):
+    # The app would answer every user of app.deploykit.localhost 400.
+    overrides = '{"app_deploy_env": {"DJANGO_ALLOWED_HOSTS": "app.example.com"}}'
+    return ansible.run("bad-allowed-hosts", ansible.deploy_args(releases.v1.tag, "-e", overrides))
+
+
 CASES = {
+    "public name the app does not allow": (
+        _public_name_not_allowed,
+        ["The public host name app.deploykit.localhost", "DJANGO_ALLOWED_HOSTS=app.example.com"],
+    ),
     "malformed image tag": (
         _malformed_tag,
         ["app_deploy_image_tag=feature/login-page is not an image tag"],

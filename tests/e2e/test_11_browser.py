@@ -1,32 +1,44 @@
-"""Scenario 11: the app page, opened in headless Chromium on each host, shows the serving release.
+"""Scenario 11: the app page, opened in headless Chromium at the environment's public address,
+shows the serving release.
 
-Screenshots are kept as reports/e2e/<host>.png. The browser may reach only the stand-in's hosts:
-even with background networking and component updates off, Chromium 156 still asks Google for
-the time, for updates and for accounts. Every request but those to the project's network goes to
-a proxy address on loopback where nothing listens, so none of them leaves the machine.
+The browser opens app_public_url as a user would (HTTPS through the load balancer, a *.localhost
+name that Chromium resolves to loopback itself) and trusts exactly the load balancer's certificate
+(its key's SPKI hash), not every certificate. Screenshots are kept as reports/e2e/front-door-N.png.
+The browser may reach only loopback: even with background networking and component updates off,
+Chromium 156 still asks Google for the time, for updates and for accounts. Every other request goes
+to a proxy address on loopback where nothing listens, so none of them leaves the machine.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import json
 import re
 import shutil
+import socket
+import ssl
 import struct
 import subprocess
 import zlib
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
-from deploykit import network
+from deploykit import registry
 from deploykit.system import REPORTS
 
 pytestmark = pytest.mark.e2e
 
 SCREENSHOTS = REPORTS / "e2e"
 WINDOW = (1280, 900)
+# Page loads through the front door: round robin spreads them over the hosts.
+LOADS = 3
 
 
-def _chromium(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def _chromium(tmp_path: Path, front_door, *args: str) -> subprocess.CompletedProcess[str]:
     browser = shutil.which("chromium")
     assert browser, "chromium is not installed (Debian's `chromium` package)"
     return subprocess.run(
@@ -41,9 +53,10 @@ def _chromium(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
             "--disable-component-update",
             "--disable-sync",
             "--disable-extensions",
-            # Nothing but the stand-in's hosts: other requests go to a closed port on loopback.
+            # Nothing but loopback (which Chromium never sends through a proxy): other requests go
+            # to a closed port on loopback.
             "--proxy-server=http://127.0.0.1:9",
-            f"--proxy-bypass-list={network.SUBNET}",
+            f"--ignore-certificate-errors-spki-list={_spki(front_door)}",
             f"--user-data-dir={tmp_path / 'profile'}",
             f"--window-size={WINDOW[0]},{WINDOW[1]}",
             *args,
@@ -55,20 +68,39 @@ def _chromium(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def _spki(front_door) -> str:
+    """Base64 SHA-256 of the load balancer's public key, verified against the project's CA first."""
+    context = ssl.create_default_context(cafile=str(registry.CA_CERT))
+    with (
+        socket.create_connection(("127.0.0.1", front_door.port), timeout=10) as sock,
+        context.wrap_socket(sock, server_hostname=front_door.host) as tls,
+    ):
+        der = tls.getpeercert(binary_form=True)
+    spki = (
+        x509.load_der_x509_certificate(der)
+        .public_key()
+        .public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    return base64.b64encode(hashlib.sha256(spki).digest()).decode()
+
+
 @pytest.fixture(scope="module")
-def pages(fleet, tmp_path_factory):
-    """Per host: the release /version.json names, the DOM Chromium rendered, its screenshot."""
+def pages(fleet, front_door, tmp_path_factory):
+    """Per load of the public address: the DOM Chromium rendered and its screenshot, with the
+    release /version.json named just before."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    url = front_door.url
     found = {}
-    for host in fleet.hosts:
-        tmp_path = tmp_path_factory.mktemp(host.name)
-        url = f"http://{host.ip}/"
-        screenshot = SCREENSHOTS / f"{host.name}.png"
+    for number in range(1, LOADS + 1):
+        tmp_path = tmp_path_factory.mktemp(f"load-{number}")
+        screenshot = SCREENSHOTS / f"front-door-{number}.png"
         screenshot.unlink(missing_ok=True)
-        shot = _chromium(tmp_path, f"--screenshot={screenshot}", url)
-        dom = _chromium(tmp_path, "--dump-dom", url)
-        found[host.name] = {
-            "release": fleet.release(host.name),
+        status, _headers, body = front_door.get("/version.json")
+        assert status == 200, body[:300]
+        shot = _chromium(tmp_path, front_door, f"--screenshot={screenshot}", url)
+        dom = _chromium(tmp_path, front_door, "--dump-dom", url)
+        found[f"load {number}"] = {
+            "release": json.loads(body),
             "dom": dom.stdout,
             "screenshot": screenshot,
             "errors": shot.stderr[-2000:] + dom.stderr[-2000:],
@@ -96,12 +128,15 @@ def _png(path: Path) -> tuple[int, int, int]:
     return width, height, len(set(zlib.decompress(b"".join(chunks))))
 
 
-def test_page_shows_the_release_each_host_serves(pages):
+def test_page_at_the_public_address_shows_the_serving_release(pages, fleet):
     shown = {
-        name: (_text_of(page["dom"], "span", "version"), _text_of(page["dom"], "strong", "host"))
+        name: (
+            _text_of(page["dom"], "span", "version"),
+            _text_of(page["dom"], "strong", "host") in fleet.names,
+        )
         for name, page in pages.items()
     }
-    assert shown == {name: (page["release"]["version"], name) for name, page in pages.items()}, {
+    assert shown == {name: (page["release"]["version"], True) for name, page in pages.items()}, {
         name: page["errors"] for name, page in pages.items()
     }
 
