@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     bench_parser.add_argument(
         "--part",
         action="append",
-        choices=["image", "deploy", "noop", "rollout", "push", "inventory", "fanout"],
+        choices=["image", "deploy", "noop", "rollout", "push", "lb", "inventory", "fanout"],
         help="only these benchmarks (default: all; deploy is the last five)",
     )
     bench_parser.set_defaults(func=bench)

@@ -83,6 +83,16 @@ runner timed them (`install` reuses the tools' virtualenv: the requirements did 
 `deploy_share_of_pipeline` divides by the whole. With `deploy_serial: 1` the deploy is three
 turns one after another; a larger batch, or a faster turn, is what lowers its share.
 
+`lb_*` are users' requests to the environment's public address (HTTPS through the stand-in's
+load balancer, HAProxy configured from the target group moto holds), 80 a second on new
+connections. `lb_rollout_failed_requests` counts failures during a 3-host rollout. For
+`lb_lost_host_*`, one host freezes (`docker pause`: it accepts connections and never answers) for
+the detection window plus 10 s: the load balancer keeps sending it its share until
+`unhealthy_threshold` health checks have failed, so failures inside that window are expected and
+bounded; `lb_lost_host_detection_seconds` is when the last failed request was sent after the fault,
+against the bound `lb_detection_window_seconds` (unhealthy threshold x (interval + timeout), from
+`roles/aws_load_balancer/defaults/main.yml`). An ALB behaves the same way with the same settings.
+
 `fanout_10_ratio` uses `deploy_serial: [1, "100%"]`: a canary, then every other host at once.
 With each host switched blue/green behind its own nginx, a bigger batch takes no capacity away,
 only widens what a bad release reaches, and the canary bounds that. `fanout_*_plan_seconds`,
@@ -136,6 +146,17 @@ FIGURES = [
         "each host's rollout (its login and pull in the plan + its turn in the rolling play) ÷ the floor on "
         "that host (pull of the changed layers + container start + first ready answer, timed on the host)",
         2,
+    ),
+    Figure(
+        "lb_rollout_failed_requests",
+        "requests to the public address (HTTPS through the load balancer) that failed in a 3-host rollout",
+        0,
+    ),
+    Figure(
+        "lb_lost_host_failed_after_window_requests",
+        "requests through the load balancer that failed though sent after a frozen host's detection window "
+        "(`lb_detection_window_seconds`); those inside it are `lb_lost_host_failed_requests`",
+        0,
     ),
     Figure(
         "inventory_1000_seconds",

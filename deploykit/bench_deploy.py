@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from deploykit import app_image, codebuild, demo, network, postgres, registry, standin, timeline
+from deploykit import app_image, bench_lb, codebuild, demo, network, postgres, registry, standin, timeline
 from deploykit.system import CACHE, DOCKER, REPORTS, ROOT, SetupError, say
 
 BIN = Path(sys.executable).parent
@@ -338,7 +338,7 @@ def measure_push() -> tuple[dict[str, float], dict[str, float]]:
     }, raw
 
 
-GROUPS = ("noop", "rollout", "push", "inventory", "fanout")
+GROUPS = ("noop", "rollout", "push", "lb", "inventory", "fanout")
 
 
 def measure_all(
@@ -358,7 +358,7 @@ def measure_all(
         with tempfile.TemporaryDirectory(prefix="deploykit-bench-") as scratch:
             releases = Releases(Path(scratch))
             first = releases.next()
-            if {"noop", "rollout", "push", "fanout"} & set(groups):
+            if {"noop", "rollout", "push", "lb", "fanout"} & set(groups):
                 say("first deploy (Docker, nginx and the app on fresh hosts; not measured)")
                 deploy(first)
             if "noop" in groups:
@@ -370,6 +370,12 @@ def measure_all(
             if "push" in groups:
                 say("git push of a one-file change to every host serving it")
                 keep(measure_push())
+            if "lb" in groups:
+                say("through the load balancer: a rollout, then a host that stops answering")
+                tag = releases.next()
+                rollout, rollout_raw = bench_lb.measure_rollout(lambda: deploy(tag))
+                lost, lost_raw = bench_lb.measure_lost_host(standin.host_name(3))
+                keep((rollout | lost, rollout_raw | lost_raw))
             if "inventory" in groups:
                 say("inventory of 1000 instances")
                 keep(measure_inventory())

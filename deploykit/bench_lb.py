@@ -1,0 +1,142 @@
+"""The load balancer's benchmarks, on the local stand-in: what users see through the environment's
+public address during a rollout, and while the health check takes a host that stopped answering out.
+
+Users' requests are GETs of /version.json at the public address (deploykit/front_door.py), one new
+HTTPS connection each, from a few threads, bounded in count and time. What stands in: HAProxy for
+the Application Load Balancer (deploykit/loadbalancer.py), configured from the target group moto
+holds, with the health-check settings of roles/aws_load_balancer.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from deploykit import front_door, loadbalancer, standin
+from deploykit.system import DOCKER, SetupError, say
+
+THREADS = 4
+# Each thread starts a request at most this often: 4 threads x 20/s, 80 requests a second.
+INTERVAL_SECONDS = 0.05
+MAX_REQUESTS = 200_000
+TIMEOUT_SECONDS = 10
+
+
+@dataclass
+class Stream:
+    """Requests to the public address from a few threads until stopped; when each failed one was sent."""
+
+    sent: int = 0
+    failed_at: list[float] = field(default_factory=list)
+    versions: dict[str, int] = field(default_factory=dict)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def _work(self, deadline: float) -> None:
+        while (
+            not self._stop.wait(INTERVAL_SECONDS) and time.monotonic() < deadline and self.sent < MAX_REQUESTS
+        ):
+            sent_at = time.monotonic()
+            try:
+                status, _headers, body = front_door.get("/version.json", timeout=TIMEOUT_SECONDS)
+                version = json.loads(body)["version"] if status == 200 else None
+            except (OSError, ValueError, KeyError, http.client.HTTPException):
+                version = None
+            with self._lock:
+                self.sent += 1
+                if version is None:
+                    self.failed_at.append(sent_at)
+                else:
+                    self.versions[version] = self.versions.get(version, 0) + 1
+
+    def during(self, action: Callable[[], Any], max_seconds: float = 900) -> Any:
+        """Run `action` while the stream runs; return what it returned."""
+        deadline = time.monotonic() + max_seconds
+        threads = [threading.Thread(target=self._work, args=(deadline,), daemon=True) for _ in range(THREADS)]
+        for thread in threads:
+            thread.start()
+        try:
+            return action()
+        finally:
+            self._stop.set()
+            for thread in threads:
+                thread.join(TIMEOUT_SECONDS + 5)
+
+
+def detection_window_seconds() -> float:
+    """The longest the load balancer keeps sending requests to a host that stopped answering:
+    unhealthy_threshold failed health checks, each up to its timeout, interval apart."""
+    settings = standin.load_balancer_settings()
+    return settings["aws_load_balancer_unhealthy_threshold"] * (
+        settings["aws_load_balancer_health_check_interval_seconds"]
+        + settings["aws_load_balancer_health_check_timeout_seconds"]
+    )
+
+
+def _wait_for_every_target_up(timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        targets = loadbalancer.status()["targets"]
+        if targets and all(health["status"] == "UP" for health in targets.values()):
+            return
+        if time.monotonic() > deadline:
+            raise SetupError(
+                f"the load balancer's targets are not all healthy after {timeout:.0f} s: {targets}"
+            )
+        time.sleep(0.5)
+
+
+def _pause(host: str, paused: bool) -> None:
+    subprocess.run(
+        [DOCKER, "pause" if paused else "unpause", host], check=True, capture_output=True, timeout=60
+    )
+
+
+def measure_rollout(deploy: Callable[[], Any]) -> tuple[dict[str, float], dict[str, float]]:
+    """Requests through the load balancer during `deploy` (a 3-host rollout)."""
+    _wait_for_every_target_up(120)
+    stream = Stream()
+    stream.during(deploy)
+    if len(stream.versions) < 2:
+        raise SetupError(
+            f"the stream through the load balancer did not see the release change: {stream.versions}"
+        )
+    return {"lb_rollout_failed_requests": len(stream.failed_at)}, {"lb_rollout_requests": stream.sent}
+
+
+def measure_lost_host(host: str) -> tuple[dict[str, float], dict[str, float]]:
+    """`host` freezes (docker pause: it accepts connections and never answers); requests through the
+    load balancer until well after its health check's detection window."""
+    _wait_for_every_target_up(120)
+    window = detection_window_seconds()
+    stream = Stream()
+    paused_at = 0.0
+
+    def freeze() -> None:
+        nonlocal paused_at
+        time.sleep(2)  # requests before the fault, for comparison
+        _pause(host, True)
+        paused_at = time.monotonic()
+        time.sleep(window + 10)
+
+    try:
+        stream.during(freeze)
+    finally:
+        _pause(host, False)
+    say(f"{host} answers again; waiting for its health check to take it back")
+    _wait_for_every_target_up(120)
+    failed = [at - paused_at for at in stream.failed_at]
+    after = [offset for offset in failed if offset > window]
+    return {"lb_lost_host_failed_after_window_requests": len(after)}, {
+        "lb_lost_host_failed_requests": len(failed),
+        "lb_lost_host_requests": stream.sent,
+        "lb_detection_window_seconds": window,
+        # When the last failed request was sent, after the fault: how long detection really took.
+        "lb_lost_host_detection_seconds": round(max(failed, default=0.0), 2),
+    }
