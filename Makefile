@@ -53,7 +53,7 @@ e2e: setup ## End to end on the AWS stand-in: rollouts, failures, rollback, lock
 
 test: setup lint unit image-test molecule e2e ## Everything: lint, unit, image, Molecule and end-to-end tests
 
-demo: setup ## The whole pipeline: stand-in, git push, lint, test, build, deploy to 3 hosts, URLs
+demo: setup ## The whole pipeline: stand-in, git push, lint, test, build, deploy to 3 hosts, the HTTPS address
 	@$(PY) -m deploykit demo
 
 bench: setup ## Benchmarks: reports/bench.json and docs/benchmarks.md
