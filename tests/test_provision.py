@@ -90,8 +90,9 @@ class Run:
         return json.loads(self.stdout)
 
     def results(self, task_name: str) -> dict[str, Any]:
+        """The first run of the task of that name; a role's tasks are reported as "role : name"."""
         for task in self.report["plays"][0]["tasks"]:
-            if task["task"]["name"] == task_name:
+            if task["task"]["name"].split(" : ", 1)[-1] == task_name:
                 return task["hosts"]["localhost"]
         raise KeyError(f"no task {task_name!r} in this run")
 
