@@ -54,6 +54,15 @@ SSH_CIDR = "192.0.2.0/24"
 KEY_NAME = f"deploykit-{ENV}"
 DEPLOY_KEY_PARAMETER = f"/deploykit/{ENV}/DEPLOY_SSH_KEY"
 KNOWN_DATABASE_URL = "postgres://app:known-before-provisioning@db.example.test:5432/app"
+# The partial runs README documents, and a task each must run (the rest of the play is skipped).
+DOCUMENTED_TAGS = {
+    "ecr,iam": [
+        "Ensure the ECR repository of the app image exists",
+        "Ensure the CodeBuild service role exists",
+    ],
+    "ssm": ["Ensure the app's secrets exist in SSM Parameter Store", "Find the instances' key pair"],
+    "load_balancer": ["Ensure the load balancer listens on HTTPS and redirects HTTP to it"],
+}
 # The moto runs skip what moto cannot answer (module docstring).
 FIRST_RUN_SKIPS = "codebuild_webhook"
 SECOND_RUN_SKIPS = "codebuild_webhook,codebuild_project"
@@ -129,6 +138,8 @@ class Provisioned:
     first: Run
     second: Run
     check_webhook: Run
+    # The documented partial runs (README), each after the second run: tags -> run.
+    tagged: dict[str, Run]
     # The fleet as the second run left it, before the scale-down run below changes it.
     instances_after_second_run: list[dict[str, Any]]
     # The target group's instance ids then.
@@ -140,7 +151,7 @@ class Provisioned:
 
     @property
     def runs(self) -> list[Run]:
-        return [self.first, self.second, self.check_webhook, self.scale_down]
+        return [self.first, self.second, self.check_webhook, *self.tagged.values(), self.scale_down]
 
 
 @pytest.fixture(scope="module")
@@ -287,6 +298,7 @@ def provisioned(moto_endpoint: str, tmp_path_factory: pytest.TempPathFactory) ->
     # reports what it would create, without calling CreateWebhook (which moto cannot answer).
     check_webhook = _playbook(env, inventory, "--check", "--tags", "codebuild_webhook")
     assert check_webhook.returncode == 0, check_webhook.stdout[-4000:] + check_webhook.stderr[-4000:]
+    tagged = {tags: _playbook(env, inventory, "--tags", tags) for tags in DOCUMENTED_TAGS}
     instances = _fleet(ec2)
     targets = _targets(_client("elbv2", moto_endpoint))
     scale_down = _playbook(env, inventory, "--tags", "network,ec2", "-e", "provision_web_instance_count=1")
@@ -303,6 +315,7 @@ def provisioned(moto_endpoint: str, tmp_path_factory: pytest.TempPathFactory) ->
         first=first,
         second=second,
         check_webhook=check_webhook,
+        tagged=tagged,
         instances_after_second_run=instances,
         targets_after_second_run=targets,
         scale_down=scale_down,
@@ -817,6 +830,20 @@ def test_codebuild_project_is_created_as_specified(provisioned):
 def test_second_run_changes_nothing_moto_can_answer(provisioned):
     assert provisioned.second.changed_tasks() == []
     assert provisioned.second.report["stats"]["localhost"]["changed"] == 0
+
+
+@pytest.mark.parametrize("tags", DOCUMENTED_TAGS)
+def test_documented_partial_runs_run_their_tasks_and_change_nothing_after_a_full_run(provisioned, tags):
+    run = provisioned.tagged[tags]
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
+    for task in DOCUMENTED_TAGS[tags]:
+        assert run.results(task).get("skipped") is not True
+    assert run.changed_tasks() == []
+    # Nothing outside the tags ran: no instance task, no CodeBuild task.
+    ran = [task["task"]["name"] for task in run.report["plays"][0]["tasks"]]
+    assert not [
+        name for name in ran if "web instances are running" in name or "CodeBuild project exists" in name
+    ]
 
 
 def test_a_github_project_has_no_codecommit_rule(provisioned):
