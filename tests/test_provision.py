@@ -31,6 +31,10 @@ import pytest
 import yaml
 from botocore.config import Config
 from botocore.stub import Stubber
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from deploykit import standin
 from deploykit.system import ROOT
@@ -44,12 +48,21 @@ ACCOUNT = "123456789012"  # moto's default account
 ENV = "provtest"
 PREFIX = f"deploykit-{ENV}"
 VPC_CIDR = "10.20.0.0/16"
-HTTP_CIDR = "10.20.8.0/22"  # where the load balancer would be
+PUBLIC_NAME = f"app.{ENV}.example.com"  # the host name of the environment's app_public_url
 SSH_CIDR = "192.0.2.0/24"
 # The instances' key pair: not there before the first run, so the play makes it (the default name).
 KEY_NAME = f"deploykit-{ENV}"
 DEPLOY_KEY_PARAMETER = f"/deploykit/{ENV}/DEPLOY_SSH_KEY"
 KNOWN_DATABASE_URL = "postgres://app:known-before-provisioning@db.example.test:5432/app"
+# The partial runs README documents, and a task each must run (the rest of the play is skipped).
+DOCUMENTED_TAGS = {
+    "ecr,iam": [
+        "Ensure the ECR repository of the app image exists",
+        "Ensure the CodeBuild service role exists",
+    ],
+    "ssm": ["Ensure the app's secrets exist in SSM Parameter Store", "Find the instances' key pair"],
+    "load_balancer": ["Ensure the load balancer listens on HTTPS and redirects HTTP to it"],
+}
 # The moto runs skip what moto cannot answer (module docstring).
 FIRST_RUN_SKIPS = "codebuild_webhook"
 SECOND_RUN_SKIPS = "codebuild_webhook,codebuild_project"
@@ -90,10 +103,19 @@ class Run:
         return json.loads(self.stdout)
 
     def results(self, task_name: str) -> dict[str, Any]:
+        """The first run of the task of that name; a role's tasks are reported as "role : name"."""
         for task in self.report["plays"][0]["tasks"]:
-            if task["task"]["name"] == task_name:
+            if task["task"]["name"].split(" : ", 1)[-1] == task_name:
                 return task["hosts"]["localhost"]
         raise KeyError(f"no task {task_name!r} in this run")
+
+    def failure_messages(self) -> str:
+        """The messages of the tasks that failed, as the play printed them (not JSON-escaped)."""
+        return "\n".join(
+            str(task["hosts"]["localhost"].get("msg", ""))
+            for task in self.report["plays"][0]["tasks"]
+            if task["hosts"].get("localhost", {}).get("failed")
+        )
 
     def changed_tasks(self) -> list[str]:
         return [
@@ -111,12 +133,17 @@ class Provisioned:
     vpc_id: str
     web_subnet_ids: list[str]
     codebuild_subnet_ids: list[str]
+    public_subnet_ids: list[str]
     ami_id: str
     first: Run
     second: Run
     check_webhook: Run
+    # The documented partial runs (README), each after the second run: tags -> run.
+    tagged: dict[str, Run]
     # The fleet as the second run left it, before the scale-down run below changes it.
     instances_after_second_run: list[dict[str, Any]]
+    # The target group's instance ids then.
+    targets_after_second_run: set[str]
     scale_down: Run
 
     def client(self, service: str):
@@ -124,7 +151,7 @@ class Provisioned:
 
     @property
     def runs(self) -> list[Run]:
-        return [self.first, self.second, self.check_webhook, self.scale_down]
+        return [self.first, self.second, self.check_webhook, *self.tagged.values(), self.scale_down]
 
 
 @pytest.fixture(scope="module")
@@ -164,7 +191,9 @@ def _playbook(env: dict[str, str], inventory: Path, *args: str) -> Run:
     return Run(result.returncode, result.stdout, result.stderr)
 
 
-def _write_inventory(path: Path, infra: dict[str, Any], env: str = ENV) -> None:
+def _write_inventory(
+    path: Path, infra: dict[str, Any], env: str = ENV, public_name: str | None = PUBLIC_NAME
+) -> None:
     """An environment directory like inventory/production, with this test's data."""
     config = yaml.safe_load((ROOT / "inventory" / "production" / "aws_ec2.yml").read_text())
     config["regions"] = [REGION]
@@ -172,8 +201,48 @@ def _write_inventory(path: Path, infra: dict[str, Any], env: str = ENV) -> None:
     group_vars = path / "group_vars" / "all"
     group_vars.mkdir(parents=True)
     (path / "aws_ec2.yml").write_text(yaml.safe_dump(config))
-    (group_vars / "environment.yml").write_text(yaml.safe_dump({"app_env": env, "aws_region": REGION}))
+    environment = {"app_env": env, "aws_region": REGION}
+    if public_name is not None:
+        environment["app_public_url"] = f"https://{public_name}"
+    (group_vars / "environment.yml").write_text(yaml.safe_dump(environment))
     (group_vars / "provision.yml").write_text(yaml.safe_dump(infra))
+
+
+def _import_certificate(endpoint: str, name: str) -> str:
+    """A self-signed certificate for `name`, imported into moto's ACM (the HTTPS listener needs one)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=30))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    return _client("acm", endpoint).import_certificate(
+        Certificate=certificate.public_bytes(serialization.Encoding.PEM),
+        PrivateKey=key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        ),
+    )["CertificateArn"]
+
+
+def _target_group(elbv2) -> dict[str, Any]:
+    (group,) = elbv2.describe_target_groups(Names=[f"{PREFIX}-web"])["TargetGroups"]
+    return group
+
+
+def _targets(elbv2) -> set[str]:
+    arn = _target_group(elbv2)["TargetGroupArn"]
+    return {
+        t["Target"]["Id"]
+        for t in elbv2.describe_target_health(TargetGroupArn=arn)["TargetHealthDescriptions"]
+    }
 
 
 def _fleet(ec2) -> list[dict[str, Any]]:
@@ -192,7 +261,7 @@ def provisioned(moto_endpoint: str, tmp_path_factory: pytest.TempPathFactory) ->
         ec2.create_subnet(VpcId=vpc_id, CidrBlock=f"10.20.{number}.0/24", AvailabilityZone=f"{REGION}{zone}")[
             "Subnet"
         ]["SubnetId"]
-        for number, zone in ((1, "a"), (2, "b"), (3, "a"))
+        for number, zone in ((1, "a"), (2, "b"), (3, "a"), (4, "a"), (5, "b"))
     ]
     ami_id = ec2.register_image(
         Name="debian-12-amd64-20250101-1234",
@@ -207,10 +276,11 @@ def provisioned(moto_endpoint: str, tmp_path_factory: pytest.TempPathFactory) ->
     infra = {
         "provision_vpc_id": vpc_id,
         "provision_web_subnet_ids": subnets[:2],
-        "provision_codebuild_subnet_ids": subnets[2:],
+        "provision_codebuild_subnet_ids": subnets[2:3],
         "provision_web_ami_id": ami_id,
         "provision_web_instance_count": 2,
-        "provision_http_cidrs": [HTTP_CIDR],
+        "aws_load_balancer_subnet_ids": subnets[3:],
+        "aws_load_balancer_certificate_arn": _import_certificate(moto_endpoint, PUBLIC_NAME),
         "provision_codebuild_source_location": "https://github.com/example/deploykit.git",
         # Optional per-environment settings, given where an environment gives them.
         "provision_ssh_cidrs": [SSH_CIDR],
@@ -228,7 +298,9 @@ def provisioned(moto_endpoint: str, tmp_path_factory: pytest.TempPathFactory) ->
     # reports what it would create, without calling CreateWebhook (which moto cannot answer).
     check_webhook = _playbook(env, inventory, "--check", "--tags", "codebuild_webhook")
     assert check_webhook.returncode == 0, check_webhook.stdout[-4000:] + check_webhook.stderr[-4000:]
+    tagged = {tags: _playbook(env, inventory, "--tags", tags) for tags in DOCUMENTED_TAGS}
     instances = _fleet(ec2)
+    targets = _targets(_client("elbv2", moto_endpoint))
     scale_down = _playbook(env, inventory, "--tags", "network,ec2", "-e", "provision_web_instance_count=1")
     assert scale_down.returncode == 0, scale_down.stdout[-4000:] + scale_down.stderr[-4000:]
     return Provisioned(
@@ -237,12 +309,15 @@ def provisioned(moto_endpoint: str, tmp_path_factory: pytest.TempPathFactory) ->
         inventory=inventory,
         vpc_id=vpc_id,
         web_subnet_ids=subnets[:2],
-        codebuild_subnet_ids=subnets[2:],
+        codebuild_subnet_ids=subnets[2:3],
+        public_subnet_ids=subnets[3:],
         ami_id=ami_id,
         first=first,
         second=second,
         check_webhook=check_webhook,
+        tagged=tagged,
         instances_after_second_run=instances,
+        targets_after_second_run=targets,
         scale_down=scale_down,
     )
 
@@ -420,11 +495,11 @@ def test_web_instance_profile_holds_the_web_role(provisioned):
 # Security groups
 
 
-def test_web_group_admits_http_and_https_from_the_cidr_and_ssh_from_codebuild_and_operators(provisioned):
+def test_web_group_admits_http_from_the_load_balancer_only_and_ssh_from_codebuild_and_operators(provisioned):
     codebuild_group = _security_group(provisioned, f"{PREFIX}-codebuild")["GroupId"]
+    load_balancer_group = _security_group(provisioned, f"{PREFIX}-lb")["GroupId"]
     assert _ingress(_security_group(provisioned, f"{PREFIX}-web")) == {
-        ("tcp", 80, 80, HTTP_CIDR),
-        ("tcp", 443, 443, HTTP_CIDR),
+        ("tcp", 80, 80, load_balancer_group),
         ("tcp", 22, 22, codebuild_group),
         ("tcp", 22, 22, SSH_CIDR),
     }
@@ -434,7 +509,7 @@ def test_codebuild_group_admits_nothing(provisioned):
     assert _ingress(_security_group(provisioned, f"{PREFIX}-codebuild")) == set()
 
 
-@pytest.mark.parametrize("role", ["web", "codebuild"])
+@pytest.mark.parametrize("role", ["web", "codebuild", "lb"])
 def test_groups_allow_all_egress(provisioned, role):
     egress = _security_group(provisioned, f"{PREFIX}-{role}")["IpPermissionsEgress"]
     assert [(p["IpProtocol"], [r["CidrIp"] for r in p["IpRanges"]]) for p in egress] == [
@@ -585,6 +660,135 @@ def test_lowering_the_count_terminates_the_highest_numbered_instance(provisioned
 
 
 # ---------------------------------------------------------------------------------------------
+# The load balancer (moto's ELBv2 and ACM: it stores what is asked and checks the certificate
+# exists; it runs no health check and serves no traffic)
+
+LB_DEFAULTS = yaml.safe_load((ROOT / "roles" / "aws_load_balancer" / "defaults" / "main.yml").read_text())
+
+
+def _load_balancer(provisioned: Provisioned) -> dict[str, Any]:
+    (balancer,) = provisioned.client("elbv2").describe_load_balancers(Names=[PREFIX])["LoadBalancers"]
+    return balancer
+
+
+def _listeners(provisioned: Provisioned) -> dict[int, dict[str, Any]]:
+    arn = _load_balancer(provisioned)["LoadBalancerArn"]
+    listeners = provisioned.client("elbv2").describe_listeners(LoadBalancerArn=arn)["Listeners"]
+    return {listener["Port"]: listener for listener in listeners}
+
+
+def test_target_group_settings_are_plain_literals_other_code_can_read():
+    # The local stand-in's HAProxy reads these with a YAML parser: no Jinja in them.
+    assert {
+        key: LB_DEFAULTS[key]
+        for key in LB_DEFAULTS
+        if key.endswith(("_port", "_path", "_seconds", "_threshold"))
+    } == {
+        "aws_load_balancer_target_port": 80,
+        "aws_load_balancer_health_check_path": "/readyz/",
+        "aws_load_balancer_health_check_interval_seconds": 10,
+        "aws_load_balancer_health_check_timeout_seconds": 5,
+        "aws_load_balancer_healthy_threshold": 2,
+        "aws_load_balancer_unhealthy_threshold": 2,
+        "aws_load_balancer_deregistration_delay_seconds": 30,
+    }
+
+
+def test_load_balancer_is_internet_facing_in_the_public_subnets_with_its_own_group(provisioned):
+    balancer = _load_balancer(provisioned)
+    assert (balancer["Type"], balancer["Scheme"], balancer["IpAddressType"]) == (
+        "application",
+        "internet-facing",
+        "ipv4",
+    )
+    assert sorted(zone["SubnetId"] for zone in balancer["AvailabilityZones"]) == sorted(
+        provisioned.public_subnet_ids
+    )
+    assert balancer["SecurityGroups"] == [_security_group(provisioned, f"{PREFIX}-lb")["GroupId"]]
+
+
+def test_load_balancer_group_admits_https_and_http_from_anywhere(provisioned):
+    assert _ingress(_security_group(provisioned, f"{PREFIX}-lb")) == {
+        ("tcp", 443, 443, "0.0.0.0/0"),
+        ("tcp", 80, 80, "0.0.0.0/0"),
+    }
+
+
+def test_target_group_checks_the_apps_readiness_probe_on_the_instances_port(provisioned):
+    group = _target_group(provisioned.client("elbv2"))
+    assert (group["Protocol"], group["Port"], group["TargetType"], group["VpcId"]) == (
+        "HTTP",
+        LB_DEFAULTS["aws_load_balancer_target_port"],
+        "instance",
+        provisioned.vpc_id,
+    )
+    assert (
+        group["HealthCheckProtocol"],
+        group["HealthCheckPath"],
+        group["HealthCheckIntervalSeconds"],
+        group["HealthCheckTimeoutSeconds"],
+        group["HealthyThresholdCount"],
+        group["UnhealthyThresholdCount"],
+        group["Matcher"],
+    ) == ("HTTP", "/readyz/", 10, 5, 2, 2, {"HttpCode": "200"})
+    attributes = provisioned.client("elbv2").describe_target_group_attributes(
+        TargetGroupArn=group["TargetGroupArn"]
+    )
+    delay = {a["Key"]: a["Value"] for a in attributes["Attributes"]}["deregistration_delay.timeout_seconds"]
+    assert delay == "30"
+
+
+def test_target_group_holds_the_running_web_instances(provisioned):
+    running = {
+        i["InstanceId"] for i in provisioned.instances_after_second_run if i["State"]["Name"] == "running"
+    }
+    assert len(running) == 2
+    assert provisioned.targets_after_second_run == running
+
+
+def test_lowering_the_count_deregisters_the_terminated_instance(provisioned):
+    by_name = {_tag(i, "Name"): i["InstanceId"] for i in _fleet(provisioned.client("ec2"))}
+    assert _targets(provisioned.client("elbv2")) == {by_name[f"{PREFIX}-web-1"]}
+
+
+def test_https_listener_forwards_to_the_target_group_with_the_certificate_and_a_tls13_policy(provisioned):
+    https = _listeners(provisioned)[443]
+    assert https["Protocol"] == "HTTPS"
+    assert https["SslPolicy"] == "ELBSecurityPolicy-TLS13-1-2-2021-06"
+    (certificate,) = https["Certificates"]
+    (stored,) = provisioned.client("acm").list_certificates()["CertificateSummaryList"]
+    assert certificate["CertificateArn"] == stored["CertificateArn"]
+    (action,) = https["DefaultActions"]
+    assert (action["Type"], action["TargetGroupArn"]) == (
+        "forward",
+        _target_group(provisioned.client("elbv2"))["TargetGroupArn"],
+    )
+
+
+def test_http_listener_redirects_to_https_with_301(provisioned):
+    http = _listeners(provisioned)[80]
+    assert http["Protocol"] == "HTTP"
+    (action,) = http["DefaultActions"]
+    assert action["Type"] == "redirect"
+    assert action["RedirectConfig"] == {
+        "Protocol": "HTTPS",
+        "Port": "443",
+        "Host": "#{host}",
+        "Path": "/#{path}",
+        "Query": "#{query}",
+        "StatusCode": "HTTP_301",
+    }
+    assert set(_listeners(provisioned)) == {443, 80}
+
+
+def test_the_play_says_where_to_point_the_public_name(provisioned):
+    message = provisioned.first.results("Show where to point the public name")["msg"]
+    assert _load_balancer(provisioned)["DNSName"] in message
+    assert f"Point {PUBLIC_NAME} at it with a CNAME record" in message
+    assert "manages no DNS" in message
+
+
+# ---------------------------------------------------------------------------------------------
 # CodeBuild (CreateProject and BatchGetProjects in moto; UpdateProject and webhooks with Stubber)
 
 
@@ -626,6 +830,20 @@ def test_codebuild_project_is_created_as_specified(provisioned):
 def test_second_run_changes_nothing_moto_can_answer(provisioned):
     assert provisioned.second.changed_tasks() == []
     assert provisioned.second.report["stats"]["localhost"]["changed"] == 0
+
+
+@pytest.mark.parametrize("tags", DOCUMENTED_TAGS)
+def test_documented_partial_runs_run_their_tasks_and_change_nothing_after_a_full_run(provisioned, tags):
+    run = provisioned.tagged[tags]
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
+    for task in DOCUMENTED_TAGS[tags]:
+        assert run.results(task).get("skipped") is not True
+    assert run.changed_tasks() == []
+    # Nothing outside the tags ran: no instance task, no CodeBuild task.
+    ran = [task["task"]["name"] for task in run.report["plays"][0]["tasks"]]
+    assert not [
+        name for name in ran if "web instances are running" in name or "CodeBuild project exists" in name
+    ]
 
 
 def test_a_github_project_has_no_codecommit_rule(provisioned):
@@ -857,6 +1075,7 @@ def test_ansible_doc_reads_the_module_documentation():
 # ---------------------------------------------------------------------------------------------
 # The deploy key when the key pair or the parameter already exists (moto; only the deploy_key tasks)
 
+UNUSED_CERTIFICATE = f"arn:aws:acm:{REGION}:{ACCOUNT}:certificate/00000000-0000-0000-0000-000000000000"
 # Required inputs the deploy_key runs never use: the play checks them before any task.
 _UNUSED_INFRA = {
     "provision_vpc_id": "vpc-00000000000000000",
@@ -864,7 +1083,8 @@ _UNUSED_INFRA = {
     "provision_codebuild_subnet_ids": ["subnet-00000000000000001"],
     "provision_web_ami_id": "ami-00000000000000000",
     "provision_web_instance_count": 1,
-    "provision_http_cidrs": [HTTP_CIDR],
+    "aws_load_balancer_subnet_ids": ["subnet-00000000000000002", "subnet-00000000000000003"],
+    "aws_load_balancer_certificate_arn": UNUSED_CERTIFICATE,
     "provision_codebuild_source_location": "https://github.com/example/deploykit.git",
 }
 
@@ -920,6 +1140,78 @@ def test_a_stored_deploy_key_without_its_key_pair_is_refused_before_any_change(m
     assert run.changed_tasks() == []
     named = [{"Name": "key-name", "Values": [f"deploykit-{env}"]}]
     assert _client("ec2", moto_endpoint).describe_key_pairs(Filters=named)["KeyPairs"] == []
+
+
+# ---------------------------------------------------------------------------------------------
+# The load balancer's inputs, refused before any change (moto; the whole play, a fresh environment)
+
+LB_ENV = "provlb"
+
+
+@pytest.mark.parametrize(
+    ("changes", "public_name", "message"),
+    [
+        pytest.param(
+            {"aws_load_balancer_certificate_arn": None},
+            PUBLIC_NAME,
+            "missing required arguments: aws_load_balancer_certificate_arn",
+            id="no-certificate",
+        ),
+        pytest.param(
+            {"aws_load_balancer_certificate_arn": ""},
+            PUBLIC_NAME,
+            'aws_load_balancer_certificate_arn "" is not the ARN of an ACM certificate in us-east-1',
+            id="empty-certificate",
+        ),
+        pytest.param(
+            {"aws_load_balancer_certificate_arn": UNUSED_CERTIFICATE.replace(REGION, "eu-west-1")},
+            PUBLIC_NAME,
+            "is not the ARN of an ACM certificate in us-east-1",
+            id="certificate-of-another-region",
+        ),
+        pytest.param(
+            {},
+            "",
+            'aws_load_balancer_public_name (the host name of the environment\'s app_public_url) "" is not',
+            id="empty-public-name",
+        ),
+        pytest.param({}, None, "'app_public_url' is undefined", id="no-public-name"),
+        pytest.param(
+            {"aws_load_balancer_health_check_path": "/"},
+            PUBLIC_NAME,
+            'aws_load_balancer_health_check_path "/" is not one of the app\'s probes',
+            id="health-check-path-the-app-does-not-serve",
+        ),
+        pytest.param(
+            {"provision_http_cidrs": ["10.0.0.0/16"]},
+            PUBLIC_NAME,
+            "provision_http_cidrs is no longer read",
+            id="removed-http-cidrs",
+        ),
+    ],
+)
+def test_bad_load_balancer_inputs_are_refused_before_any_change(
+    moto_endpoint, tmp_path, changes, public_name, message
+):
+    ec2 = _client("ec2", moto_endpoint)
+    vpc_id = ec2.create_vpc(CidrBlock="10.40.0.0/16")["Vpc"]["VpcId"]
+    infra = {**_UNUSED_INFRA, "provision_vpc_id": vpc_id, **changes}
+    infra = {key: value for key, value in infra.items() if value is not None}
+    inventory = tmp_path / LB_ENV
+    _write_inventory(inventory, infra, env=LB_ENV, public_name=public_name)
+    run = _playbook(_tool_env(moto_endpoint), inventory)
+    assert run.returncode != 0
+    assert message in run.failure_messages()
+    assert run.changed_tasks() == []
+    # Nothing of the environment exists: no group in its VPC but the default, no role, no balancer.
+    groups = ec2.describe_security_groups(Filters=[{"Name": "vpc-id", "Values": [vpc_id]}])["SecurityGroups"]
+    assert [g["GroupName"] for g in groups] == ["default"]
+    roles = _client("iam", moto_endpoint).list_roles()["Roles"]
+    assert not [r["RoleName"] for r in roles if r["RoleName"].startswith(f"deploykit-{LB_ENV}")]
+    balancers = _client("elbv2", moto_endpoint).describe_load_balancers()["LoadBalancers"]
+    assert not [
+        b["LoadBalancerName"] for b in balancers if b["LoadBalancerName"].startswith(f"deploykit-{LB_ENV}")
+    ]
 
 
 # ---------------------------------------------------------------------------------------------
