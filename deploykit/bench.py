@@ -91,7 +91,9 @@ the detection window plus 10 s: the load balancer keeps sending it its share unt
 `unhealthy_threshold` health checks have failed, so failures inside that window are expected and
 bounded; `lb_lost_host_detection_seconds` is when the last failed request was sent after the fault,
 against the bound `lb_detection_window_seconds` (unhealthy threshold x (interval + timeout), from
-`roles/aws_load_balancer/defaults/main.yml`). An ALB behaves the same way with the same settings.
+`roles/aws_load_balancer/defaults/main.yml`, plus two seconds for the checks' scheduling). An ALB with
+the same settings takes a host out in a window of the same size; how HAProxy's and ALB's check
+schedules compare within it was not measured here.
 
 `fanout_10_ratio` uses `deploy_serial: [1, "100%"]`: a canary, then every other host at once.
 With each host switched blue/green behind its own nginx, a bigger batch takes no capacity away,

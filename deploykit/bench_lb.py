@@ -69,16 +69,6 @@ class Stream:
                 thread.join(TIMEOUT_SECONDS + 5)
 
 
-def detection_window_seconds() -> float:
-    """The longest the load balancer keeps sending requests to a host that stopped answering:
-    unhealthy_threshold failed health checks, each up to its timeout, interval apart."""
-    settings = standin.load_balancer_settings()
-    return settings["aws_load_balancer_unhealthy_threshold"] * (
-        settings["aws_load_balancer_health_check_interval_seconds"]
-        + settings["aws_load_balancer_health_check_timeout_seconds"]
-    )
-
-
 def _wait_for_every_target_up(timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while True:
@@ -114,7 +104,7 @@ def measure_lost_host(host: str) -> tuple[dict[str, float], dict[str, float]]:
     """`host` freezes (docker pause: it accepts connections and never answers); requests through the
     load balancer until well after its health check's detection window."""
     _wait_for_every_target_up(120)
-    window = detection_window_seconds()
+    window = standin.detection_window_seconds()
     stream = Stream()
     paused_at = 0.0
 

@@ -16,15 +16,16 @@ from typing import Any
 SCENARIOS = {
     1: "v1 to three hosts",
     2: "the same deploy again changes nothing",
-    3: "v2 under a constant request stream",
+    3: "v2 under a constant request stream, to each host and through the load balancer",
     4: "a release that never becomes ready",
     5: "a failing migration",
     6: "rollback without pulling",
     7: "two deploys at once",
-    8: "instances that stop or stop answering",
+    8: "instances that stop or stop answering, seen through the load balancer",
     9: "secrets from SSM",
     10: "bad input is refused",
-    11: "the app page in a browser",
+    11: "the app page at the public address in a browser",
+    12: "production's own configuration behind the load balancer",
 }
 
 

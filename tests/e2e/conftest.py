@@ -791,13 +791,7 @@ class FrontDoor:
 
     @property
     def detection_window(self) -> float:
-        """The longest the load balancer keeps sending requests to a host that stopped answering:
-        unhealthy_threshold failed health checks, each up to its timeout, interval apart."""
-        settings = standin.load_balancer_settings()
-        return settings["aws_load_balancer_unhealthy_threshold"] * (
-            settings["aws_load_balancer_health_check_interval_seconds"]
-            + settings["aws_load_balancer_health_check_timeout_seconds"]
-        )
+        return standin.detection_window_seconds()
 
     @staticmethod
     def get(path: str, **kwargs: Any) -> tuple[int, dict[str, str], str]:
