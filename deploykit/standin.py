@@ -799,7 +799,7 @@ def detection_window_seconds() -> float:
             settings["aws_load_balancer_health_check_interval_seconds"]
             + settings["aws_load_balancer_health_check_timeout_seconds"]
         )
-        + 1
+        + 2
     )
 
 
