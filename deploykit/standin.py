@@ -788,8 +788,8 @@ def load_balancer_settings() -> dict[str, Any]:
 
 def detection_window_seconds() -> float:
     """How long the load balancer may keep sending requests to a host that stopped answering:
-    unhealthy_threshold failed health checks, each waiting its timeout, an interval apart (HAProxy,
-    like ALB, starts the next check an interval after the last one ended), plus two seconds for
+    unhealthy_threshold failed health checks, each waiting its timeout, an interval apart (HAProxy
+    starts the next check an interval after the last one ended), plus two seconds for
     the checks' and the clients' scheduling on a busy machine (measured: up to 0.45 s past the
     nominal bound on 2 cores)."""
     settings = load_balancer_settings()
