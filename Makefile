@@ -45,8 +45,8 @@ unit: setup ## Python and Django tests (real PostgreSQL), JUnit under reports/
 image-test: setup ## Docker-backed tests: app image, platform, AWS stand-in, inventories, provisioning
 	pytest -m "docker and not e2e" --junitxml=$(REPORTS)/junit-image.xml tests
 
-molecule: setup ## Every Molecule scenario (molecule test --all)
-	DEPLOYKIT_APT_PROXY=http://172.30.0.1:3142 molecule test --all
+molecule: setup ## Every Molecule scenario on Debian 12 and 13, side by side (logs: reports/molecule/)
+	DEPLOYKIT_APT_PROXY=http://172.30.0.1:3142 $(PY) -m deploykit.molecule_matrix
 
 e2e: setup ## End to end on the AWS stand-in: rollouts, failures, rollback, lock, secrets, demo
 	pytest -m e2e --junitxml=$(REPORTS)/junit-e2e.xml tests

@@ -1,7 +1,7 @@
 # The comparison point for `make bench`, not for use: the single-stage Dockerfile many tutorials
 # show. Build tools stay in, pip's cache stays in, and the code is copied before the
 # dependencies are installed, so any change reinstalls them.
-ARG BASE_IMAGE=python:3.12-slim-bookworm
+ARG BASE_IMAGE=python:3.13-slim-trixie
 FROM ${BASE_IMAGE}
 RUN apt-get update && apt-get install -y build-essential libpq-dev python3-dev python3-venv
 WORKDIR /app

@@ -11,10 +11,12 @@ import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
 
+from deploykit.images import PYTHON_BASE
 from deploykit.system import DOCKER, ROOT, SetupError
 
 APP_DIR = ROOT / "django_app"
-LOCAL_BASE_IMAGE = "deploykit/python:3.11-bookworm"
+# The base built from Debian's archive (deploykit/images.py); on AWS the Dockerfile's default is used.
+LOCAL_BASE_IMAGE = PYTHON_BASE.tag
 # The CA that the network's TLS-intercepting proxy is signed by; only the host trusts it.
 HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 BUILD_TIMEOUT_SECONDS = 1200

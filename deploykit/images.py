@@ -20,6 +20,11 @@ from deploykit.system import DOCKER, ROOT, SetupError, run, say
 RECIPE_LABEL = "org.deploykit.recipe"
 DEBIAN_MIRROR = os.environ.get("DEPLOYKIT_DEBIAN_MIRROR", "http://deb.debian.org/debian")
 SUITES = {"bookworm": "debian12", "trixie": "debian13"}
+# The python3 minor version each suite ships: Debian's archive fixes it for the suite's lifetime.
+DEBIAN_PYTHON = {"bookworm": "3.11", "trixie": "3.13"}
+# The app image's local base: the Debian release and Python minor of the production base, which is
+# the default BASE_IMAGE in django_app/Dockerfile (tests/test_base_image.py holds the two together).
+PYTHON_BASE_SUITE = "trixie"
 
 
 @dataclass(frozen=True)
@@ -29,7 +34,11 @@ class Image:
     suite: str
 
 
-PYTHON_BASE = Image("deploykit/python:3.11-bookworm", ROOT / "images" / "python-base", "bookworm")
+PYTHON_BASE = Image(
+    f"deploykit/python:{DEBIAN_PYTHON[PYTHON_BASE_SUITE]}-{PYTHON_BASE_SUITE}",
+    ROOT / "images" / "python-base",
+    PYTHON_BASE_SUITE,
+)
 HOSTS = {
     distro: Image(f"deploykit/host:{distro}", ROOT / "images" / "host", suite)
     for suite, distro in SUITES.items()

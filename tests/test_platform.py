@@ -44,6 +44,24 @@ def test_base_image_exists(image):
     subprocess.run([DOCKER, "image", "inspect", image.tag], check=True, capture_output=True)
 
 
+def test_python_base_runs_the_python_minor_and_release_its_tag_names():
+    # The production base's twin (tests/test_base_image.py): what its tag claims, checked inside it.
+    probe = (
+        "import platform, sys; "
+        "print(f'{sys.version_info.major}.{sys.version_info.minor}', "
+        "platform.freedesktop_os_release()['VERSION_CODENAME'])"
+    )
+    result = subprocess.run(
+        [DOCKER, "run", "--rm", images.PYTHON_BASE.tag, "python3", "-c", probe],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    suite = images.PYTHON_BASE.suite
+
+    assert result.stdout.split() == [images.DEBIAN_PYTHON[suite], suite]
+
+
 @pytest.mark.parametrize("distro", sorted(images.HOSTS))
 def test_fresh_host_has_sshd_python_sudo_and_no_docker(distro):
     probe = "command -v sshd python3 sudo systemctl >/dev/null && ! command -v dockerd"

@@ -23,8 +23,13 @@ sys.path.insert(0, str(PROJECT))
 from deploykit import app_image, network, postgres, registry  # noqa: E402
 from deploykit.system import DOCKER, run  # noqa: E402
 
-REPOSITORY = "deploykit/molecule-app"
-LOCAL = "deploykit-molecule/app"
+# One repository per distro: `make molecule` runs the distros side by side, and a push of one run
+# must not move the tags that the other run's hosts have just deployed (its idempotence would fail).
+DISTRO = os.environ.get("MOLECULE_DISTRO") or "debian12"
+REPOSITORY = f"deploykit/molecule-app-{DISTRO}"
+LOCAL = f"deploykit-molecule/app-{DISTRO}"
+# What the hosts pull, as the scenarios' group_vars name it (app_deploy_image_repository).
+IMAGE_REPOSITORY = f"{registry.ADDRESS}/{REPOSITORY}"
 RELEASES = {
     "release-a": {"version": "1.0.0+molecule.a", "revision": "a" * 40},
     "release-b": {"version": "2.0.0+molecule.b", "revision": "b" * 40},

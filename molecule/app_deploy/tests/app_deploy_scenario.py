@@ -34,6 +34,8 @@ DOCKER = "/usr/bin/docker" if Path("/usr/bin/docker").exists() else "docker"
 PLAYBOOK_TIMEOUT_SECONDS = 900
 VERSIONS = {tag: release["version"] for tag, release in release_images.RELEASES.items()}
 BROKEN_TAG = release_images.BROKEN
+# group_vars' app_deploy_image_repository, rendered: this distro's repository.
+IMAGE_REPOSITORY = release_images.IMAGE_REPOSITORY
 MISSING_TAG = "release-that-was-never-built"
 
 

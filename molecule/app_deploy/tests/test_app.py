@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from app_deploy_scenario import VERSIONS, get, group_vars, instance
+from app_deploy_scenario import IMAGE_REPOSITORY, VERSIONS, get, group_vars, instance
 
 testinfra_hosts = [f"docker://{instance()}"]
 
@@ -22,11 +22,7 @@ def test_app_reports_the_host_it_runs_on(host_address):
 
 def test_app_reports_the_image_it_was_deployed_from(host_address):
     _, body, _ = get(host_address, "/version.json")
-    config = group_vars()
-    assert (
-        json.loads(body)["image"]
-        == f"{config['app_deploy_image_repository']}:{config['app_deploy_image_tag']}"
-    )
+    assert json.loads(body)["image"] == f"{IMAGE_REPOSITORY}:{group_vars()['app_deploy_image_tag']}"
 
 
 def test_app_is_ready_through_nginx(host_address):

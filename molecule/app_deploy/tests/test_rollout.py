@@ -22,6 +22,7 @@ import pytest
 import yaml
 from app_deploy_scenario import (
     BROKEN_TAG,
+    IMAGE_REPOSITORY,
     MISSING_TAG,
     VERSIONS,
     Rollout,
@@ -290,9 +291,7 @@ def test_changed_environment_drops_no_request(changed_env):
 
 def test_prune_keeps_only_the_last_releases(host, changed_env):
     # app_deploy_keep_releases is 2: A with the new setting and A; B and the never-released C go.
-    tags = host.check_output(
-        "docker images --format '{{.Tag}}' %s", group_vars()["app_deploy_image_repository"]
-    )
+    tags = host.check_output("docker images --format '{{.Tag}}' %s", IMAGE_REPOSITORY)
     assert sorted(tags.split()) == [A]
     assert len(state(host)["history"]) == 2
 
