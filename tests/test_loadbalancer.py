@@ -23,7 +23,7 @@ from typing import Any
 import boto3
 import pytest
 
-from deploykit import loadbalancer, network, standin
+from deploykit import images, loadbalancer, network, standin
 from deploykit.loadbalancer import PUBLIC_NAME, Site
 from deploykit.system import DOCKER
 
@@ -146,7 +146,7 @@ def world(
             started = _docker(
                 "run", "--detach", "--name", f"{PREFIX}{name}", "--network", network.NAME,
                 "--env", f"NAME={name}", "--label", "org.deploykit.test=loadbalancer",
-                "deploykit/python:3.11-bookworm", "python3", "-c", BACKEND_SCRIPT,
+                images.PYTHON_BASE.tag, "python3", "-c", BACKEND_SCRIPT,
             )  # fmt: skip
             assert started.returncode == 0, started.stderr
             address = '{{(index .NetworkSettings.Networks "deploykit").IPAddress}}'
