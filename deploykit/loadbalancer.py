@@ -15,12 +15,12 @@ from typing import Any
 import yaml
 from cryptography import x509
 
-from deploykit import network, pki
+from deploykit import images, network, pki
 from deploykit.system import CACHE, DOCKER, SetupError, run, say
 
 PUBLIC_NAME = "app.deploykit.localhost"
 CA_CERT = pki.CA_CERT
-IMAGE = "deploykit/lb:bookworm"
+IMAGE = images.LOAD_BALANCER.tag
 CONTAINER = "deploykit-lb"
 # Labelled like the stand-in's hosts (deploykit/standin.py OWNER_LABEL/OWNER): `standin down` removes it.
 LABELS = {"org.deploykit.owner": "standin", "org.deploykit.standin.role": "load-balancer"}
