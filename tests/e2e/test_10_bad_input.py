@@ -35,6 +35,18 @@ def _public_name_not_allowed(ansible, releases, ssm):
     return ansible.run("bad-allowed-hosts", ansible.deploy_args(releases.v1.tag, "-e", overrides))
 
 
+def _serial(value: str):
+    def run(ansible, releases, ssm):
+        args = ansible.deploy_args(releases.v1.tag, "-e", f"deploy_serial={value}")
+        return ansible.run(f"bad-serial-{value}", args)
+
+    return run
+
+
+def _switch_not_boolean(ansible, releases, ssm):
+    return ansible.run("bad-converge", ansible.deploy_args(releases.v1.tag, "-e", "deploy_converge=ture"))
+
+
 CASES = {
     "public name the app does not allow": (
         _public_name_not_allowed,
@@ -47,6 +59,20 @@ CASES = {
     "unknown environment": (
         _unknown_environment,
         ["inventory/nonexistent"],
+    ),
+    # Once a traceback after every host had pulled and the migrations had run.
+    "batch size that is not a number": (
+        _serial("abc"),
+        ['deploy_serial="abc" is not a batch size', "-e deploy_serial=25%"],
+    ),
+    # Once every host switched in the same second, with nothing said.
+    "batch size of zero": (
+        _serial("0"),
+        ['deploy_serial="0" is not a batch size'],
+    ),
+    "switch that is not true or false": (
+        _switch_not_boolean,
+        ["deploy_converge=ture must be true or false"],
     ),
     "missing SSM parameter": (
         _missing_parameter,
