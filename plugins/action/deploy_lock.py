@@ -9,9 +9,12 @@ client), which every deploy would pay before its first host is touched.
 from __future__ import annotations
 
 import datetime
+import getpass
 import json
 import os
-import tempfile
+import shlex
+import socket
+import sys
 
 from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
@@ -23,21 +26,72 @@ _ARGUMENTS = {
     "holder": {"type": "str", "default": ""},
     "details": {"type": "dict", "default": {}},
     "force": {"type": "bool", "default": False},
+    "stale_after_minutes": {"type": "int", "default": 90},
     "region": {"type": "str", "aliases": ["aws_region", "ec2_region"]},
 }
 
-
-def marker_path(run_id: str) -> str:
-    """Where the deploy_lock callback looks for the lock this run took (both run on the controller;
-    the callback spells the same path out)."""
-    return os.path.join(tempfile.gettempdir(), f"deploykit-lock-{run_id}.json")
+_TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 
 
-def refusal(name: str, lock: dict) -> str:
+def controller() -> dict:
+    """Who and where this run is: the user, the machine, and the ansible-playbook process (the
+    deploy_lock callback sets DEPLOYKIT_CONTROLLER_PID in it; this plugin runs in a worker forked
+    from it)."""
+    return {
+        "user": getpass.getuser(),
+        "machine": socket.gethostname(),
+        "pid": int(os.environ.get("DEPLOYKIT_CONTROLLER_PID") or os.getppid()),
+    }
+
+
+def staleness(lock: dict, stale_after_minutes: int, now: datetime.datetime | None = None) -> str:
+    """Why the lock is stale, or "" when its holder may still be deploying."""
+    here = controller()
+    if lock.get("machine") == here["machine"] and isinstance(lock.get("pid"), int):
+        try:
+            os.kill(lock["pid"], 0)
+        except ProcessLookupError:
+            return f"process {lock['pid']} no longer runs on {here['machine']}"
+        except PermissionError:
+            pass  # it runs, as another user
+    try:
+        started = datetime.datetime.strptime(lock.get("started_at", ""), _TIME_FORMAT)
+    except (TypeError, ValueError):
+        return ""
+    age = (now or datetime.datetime.now(datetime.UTC)) - started.replace(tzinfo=datetime.UTC)
+    if age > datetime.timedelta(minutes=stale_after_minutes):
+        minutes = int(age.total_seconds() // 60)
+        return f"it was taken {minutes} min ago, more than the {stale_after_minutes} min a deploy may take"
+    return ""
+
+
+def override_command() -> str:
+    """The command this run was started with, plus the override: what to type to take the lock over."""
+    argv = [os.path.basename(sys.argv[0]) if sys.argv else "ansible-playbook", *sys.argv[1:]]
+    return shlex.join([*argv, "-e", "deploy_lock_force=true"])
+
+
+def refusal(name: str, lock: dict, stale: str = "") -> str:
+    where = ", ".join(
+        f"{label} {lock[key]}" for key, label in (("user", "user"), ("machine", "on"), ("pid", "process"))
+        if lock.get(key) not in (None, "")
+    )  # fmt: skip
+    what = " ".join(
+        f"{label} {lock[key]}" for key, label in (("image_tag", "deploying"), ("playbook", "in"))
+        if lock.get(key) not in (None, "")
+    )  # fmt: skip
+    held = (
+        f"deploy lock {name} is held by {lock.get('holder') or 'unknown'}"
+        + (f" ({where})" if where else "")
+        + f" since {lock.get('started_at') or 'an unknown time'}, run {lock.get('run_id') or 'unknown'}"
+        + (f", {what}" if what else "")
+        + "."
+    )
+    if stale:
+        return f"{held} It is stale: {stale}. Take it over with: {override_command()}"
     return (
-        f"deploy lock {name} is held by {lock.get('holder') or 'unknown'} since {lock.get('started_at')} "
-        f"(run {lock.get('run_id') or 'unknown'}). Wait for that deploy to finish; if it is stale "
-        "(its run ended without releasing it), re-run with -e deploy_lock_force=true."
+        f"{held} Wait for that deploy to finish. If it ended without releasing the lock (a killed "
+        f"controller), take it over with: {override_command()}"
     )
 
 
@@ -82,16 +136,18 @@ class ActionModule(ActionBase):
     def _acquire(self, client, params: dict) -> dict:
         name, run_id = params["name"], params["run_id"]
         lock = {
-            "holder": params["holder"],
-            "started_at": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "run_id": run_id,
             **params["details"],
+            **controller(),
+            "holder": params["holder"],
+            "started_at": datetime.datetime.now(datetime.UTC).strftime(_TIME_FORMAT),
+            "run_id": run_id,
         }
         held = self._read(client, name)
         if held is not None and held.get("run_id") == run_id:
             return {"changed": False, "lock": held}
         if held is not None and not params["force"]:
-            return {"failed": True, "msg": refusal(name, held), "lock": held}
+            stale = staleness(held, params["stale_after_minutes"])
+            return {"failed": True, "msg": refusal(name, held, stale), "lock": held, "stale": bool(stale)}
         if self._task.check_mode:
             return {"changed": True, "lock": lock}
         try:
@@ -107,9 +163,15 @@ class ActionModule(ActionBase):
             # Another run took it between our read and our write.
             now_held = self._read(client, name) or {}
             return {"failed": True, "msg": refusal(name, now_held), "lock": now_held}
-        with open(marker_path(run_id), "w", encoding="utf-8") as marker:
-            json.dump({"name": name, "region": client.meta.region_name, "run_id": run_id}, marker)
-        return {"changed": True, "lock": lock, "took_over": held}
+        # The deploy_lock callback reads where the lock is from this result, to give it back when
+        # the run ends: nothing is written on the controller's disk that a killed run could leave.
+        return {
+            "changed": True,
+            "lock": lock,
+            "took_over": held,
+            "lock_name": name,
+            "region": client.meta.region_name,
+        }
 
     def _release(self, client, params: dict) -> dict:
         name, run_id = params["name"], params["run_id"]
@@ -120,7 +182,4 @@ class ActionModule(ActionBase):
             return {"failed": True, "msg": f"not releasing {name}: " + refusal(name, held), "lock": held}
         if not self._task.check_mode:
             client.delete_parameter(Name=name)
-            marker = marker_path(run_id)
-            if os.path.exists(marker):
-                os.unlink(marker)
         return {"changed": True, "lock": held}

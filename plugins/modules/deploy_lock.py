@@ -10,9 +10,12 @@ description:
   - The lock is one SSM parameter per environment. Taking it is C(PutParameter) without overwrite,
     which AWS performs atomically, so two deploys started at once cannot both hold it, whether
     they run in CodeBuild or on a laptop.
-  - The value records who holds the lock, since when, and which run, so a refused deploy can say so.
-  - On taking the lock, a marker file lets the C(deploy_lock) callback release it when the run ends,
-    whether the run succeeded or failed.
+  - The value records who holds the lock (the holder, the user, the machine and the
+    C(ansible-playbook) process), since when, which run and what it deploys, so a refused deploy
+    can say so. A lock whose process no longer runs on the same machine, or older than
+    O(stale_after_minutes), is reported as stale, with the command that takes it over.
+  - The C(deploy_lock) callback reads the result of the task that took the lock and releases it
+    when the run ends, whether the run succeeded or failed; nothing is written on the controller.
   - An action plugin; it runs on the controller with boto3 and the AWS environment
     (C(AWS_PROFILE), keys, C(AWS_ENDPOINT_URL)), never on a host.
 options:
@@ -41,6 +44,12 @@ options:
     description: Take or release the lock even when another run holds it (a stale lock).
     type: bool
     default: false
+  stale_after_minutes:
+    description:
+      - A lock older than this is reported as stale when it refuses a run (it is never taken over
+        without O(force)). The default is longer than the CodeBuild project's timeout (60 min).
+    type: int
+    default: 90
   region:
     description: The AWS region of the parameter; empty uses the AWS environment or profile.
     type: str
