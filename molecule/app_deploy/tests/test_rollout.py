@@ -168,9 +168,12 @@ def missing_tag(host, host_address, b_to_broken_c) -> Rollout:
 
 def test_missing_tag_fails_the_play_with_a_clear_message(missing_tag):
     assert missing_tag.run.returncode != 0
-    assert re.search(rf"{re.escape(instance())}: cannot pull \S+:{MISSING_TAG}", missing_tag.run.output), (
-        missing_tag.run.output[-3000:]
-    )
+    assert re.search(
+        rf"{re.escape(instance())}: cannot pull \S+:{MISSING_TAG}: the tag does not exist in the registry",
+        missing_tag.run.output,
+    ), missing_tag.run.output[-3000:]
+    # Said once, with its cause: the module's raw error is not a failure line of its own.
+    assert missing_tag.run.output.count("fatal: [") == 1, missing_tag.run.output[-3000:]
 
 
 def test_missing_tag_fails_before_the_running_release_is_touched(missing_tag):
