@@ -111,6 +111,11 @@ def _stop_stale() -> None:
     _PID.unlink(missing_ok=True)
 
 
+def stop() -> None:
+    """Stop the registry (the end-to-end tests' registry outage); ensure_registry() starts it again."""
+    _stop_stale()
+
+
 def _trust_on_this_host() -> None:
     """Let the engine on this machine push to the address the test hosts pull from."""
     target = Path("/etc/docker/certs.d") / ADDRESS / "ca.crt"

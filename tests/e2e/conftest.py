@@ -32,6 +32,7 @@ import json
 import os
 import re
 import secrets
+import signal
 import subprocess
 import sys
 import threading
@@ -324,7 +325,14 @@ class RunningPlaybook:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            # Its own process group: kill() ends the run as a dying machine would, workers and all.
+            start_new_session=True,
         )
+
+    def kill(self) -> None:
+        """SIGKILL to ansible-playbook and everything it started: no handler, no callback runs."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
 
     def wait(self, timeout: float = PLAYBOOK_TIMEOUT_SECONDS) -> PlaybookRun:
         try:
@@ -773,6 +781,17 @@ def wait_until(predicate: Callable[[], Any], *, timeout: float, what: str, inter
 @pytest.fixture(scope="session")
 def wait_for() -> Callable[..., Any]:
     return wait_until
+
+
+def freeze_host(name: str, frozen: bool) -> None:
+    """docker pause (or unpause) a host: its connections stay open and nothing on it answers, as
+    a host that hangs or loses its network does."""
+    docker("pause" if frozen else "unpause", name, timeout=60)
+
+
+@pytest.fixture(scope="session")
+def freeze() -> Callable[[str, bool], None]:
+    return freeze_host
 
 
 @pytest.fixture(scope="session")

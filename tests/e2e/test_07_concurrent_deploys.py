@@ -59,13 +59,18 @@ def test_second_deploy_is_refused_naming_the_holder(two_deploys):
     second, lock = two_deploys["second"], two_deploys["lock"]
     assert lock.get("holder") == two_deploys["first_actor"], lock
     assert second.returncode != 0, second.tail()
-    assert f"is held by {two_deploys['first_actor']} since {lock['started_at']}" in second.output
+    assert (
+        f"is held by {two_deploys['first_actor']} (user {lock['user']}, on {lock['machine']}, "
+        f"process {lock['pid']}) since {lock['started_at']}" in second.output
+    ), second.tail()
+    assert "Wait for that deploy to finish" in second.output
+    assert "It is stale" not in second.output
 
 
 def test_deploy_limited_to_one_host_is_refused_too(two_deploys, fleet):
     limited, lock = two_deploys["limited"], two_deploys["lock"]
     assert limited.returncode != 0, limited.tail()
-    assert f"is held by {two_deploys['first_actor']} since {lock['started_at']}" in limited.output
+    assert f"is held by {two_deploys['first_actor']} (user {lock['user']}" in limited.output, limited.tail()
     # Under --limit the controller's checks are counted against the one host the play has left,
     # so its recap shows them as ok; what matters is that nothing changed and no play past the
     # checks began.

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import subprocess
 import time
 
 import pytest
-
-from deploykit.system import DOCKER
 
 pytestmark = pytest.mark.e2e
 
@@ -47,14 +44,8 @@ def test_stopped_instance_leaves_the_inventory(stopped_instance, fleet):
     assert sorted(fleet.rollout_order()) == sorted(name for name in fleet.names if name != stopped_instance)
 
 
-def _pause(name: str, paused: bool) -> None:
-    subprocess.run(
-        [DOCKER, "pause" if paused else "unpause", name], check=True, capture_output=True, timeout=60
-    )
-
-
 @pytest.fixture(scope="module")
-def host_lost(ansible, fleet, releases, request_stream, record_requests, wait_for, front_door):
+def host_lost(ansible, fleet, releases, request_stream, record_requests, wait_for, front_door, freeze):
     """v2 -> v1; the second host of the rollout freezes (docker pause) once the first has switched.
 
     Users' requests go through the load balancer meanwhile; its health check takes the frozen host
@@ -84,7 +75,7 @@ def host_lost(ansible, fleet, releases, request_stream, record_requests, wait_fo
                 )
                 if running.running():
                     lost["paused_at"] = time.monotonic()
-                    _pause(second, True)
+                    freeze(second, True)
                     lost["paused"] = lost["frozen"] = True
             finally:
                 run = running.wait()
@@ -104,14 +95,14 @@ def host_lost(ansible, fleet, releases, request_stream, record_requests, wait_fo
         yield lost
     finally:
         if lost["frozen"]:
-            _pause(second, False)
+            freeze(second, False)
 
 
 @pytest.fixture(scope="module")
-def rerun(host_lost, ansible, releases):
+def rerun(host_lost, ansible, releases, freeze):
     """The same deploy again, once the lost host answers again."""
     if host_lost["frozen"]:
-        _pause(host_lost["order"][1], False)
+        freeze(host_lost["order"][1], False)
         host_lost["frozen"] = False
     return ansible.deploy("v1-after-host-returns", releases.v1.tag)
 

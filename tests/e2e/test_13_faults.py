@@ -1,0 +1,273 @@
+"""Scenario 13: faults nobody scripted, injected by hand, each followed by a re-run that completes.
+
+- A host that does not answer when the deploy plans (frozen with docker pause before it starts):
+  the deploy stops before any host switches (max_fail_percentage counts failed hosts only, so the
+  plan play is any_errors_fatal), the other hosts keep serving their release, and once the host
+  answers again the same command completes.
+- A deploy killed with SIGKILL in the middle of its rollout (controller and workers, as a machine
+  that dies): users through the load balancer see no failure, the next run is refused with a lock
+  that names the dead process and says it is stale, with the command to take it over; that command
+  completes the rollout, and the killed run left nothing behind on the controller's disk.
+- Registry faults, each named for what it is: a tag the registry does not have; the registry down
+  before the hosts pull (the deploy stops before any host switches); the registry down once every
+  host has pulled (the deploy completes: nothing after the pull needs it).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import shlex
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from deploykit import registry
+
+pytestmark = pytest.mark.e2e
+
+PLAN = "Plan the rollout"
+ROLLOUT = "Roll out the release"
+# The command the refusal prints to take a stale lock over.
+OVERRIDE = re.compile(r"Take it over with: (ansible-playbook .*?-e deploy_lock_force=true)")
+
+
+@pytest.fixture(scope="module")
+def unreachable_at_plan(ansible, fleet, releases, request_stream, record_requests, freeze):
+    """v2 -> v1 while the first host of the rollout is frozen; then the same deploy once it answers."""
+    frozen, *others = fleet.rollout_order()
+    before = {name: fleet.containers(name) for name in others}
+    versions_before = fleet.versions()
+    freeze(frozen, True)
+    try:
+        with request_stream([fleet.by_name[name] for name in others]) as stream:
+            # A short connect timeout keeps the wait for the frozen host short, as in scenario 8.
+            args = ansible.deploy_args(releases.v1.tag)
+            run = ansible.run("v1-unreachable-at-plan", args, ANSIBLE_TIMEOUT="5")
+        after = {name: fleet.containers(name) for name in others}
+    finally:
+        freeze(frozen, False)
+    record_requests(stream.result)
+    rerun = ansible.deploy("v1-after-the-host-answers", releases.v1.tag)
+    return {
+        "frozen": frozen,
+        "others": others,
+        "run": run,
+        "stream": stream.result,
+        "before": before,
+        "after": after,
+        "versions_before": versions_before,
+        "rerun": rerun,
+    }
+
+
+def test_an_unreachable_host_stops_the_deploy_at_the_plan(unreachable_at_plan):
+    run, frozen = unreachable_at_plan["run"], unreachable_at_plan["frozen"]
+    assert run.returncode != 0, run.tail()
+    assert run.recap()[frozen]["unreachable"] == 1, run.tail()
+    assert f"fatal: [{frozen}]: UNREACHABLE!" in run.play(PLAN), run.tail()
+
+
+def test_the_report_names_the_host_its_address_and_that_nothing_switched(unreachable_at_plan, fleet):
+    run, frozen = unreachable_at_plan["run"], unreachable_at_plan["frozen"]
+    report = run.stdout.partition("DEPLOY STOPPED")[2]
+    assert f"{frozen} (in '{PLAN}'): unreachable at {fleet.by_name[frozen].ip}: " in report, run.tail()
+    # Not a privilege escalation problem: a host that took the connection and said nothing.
+    assert "it took the SSH connection and then did not answer" in report, run.tail()
+    assert "Switched in this run: none" in report
+    assert "run the same command again: ansible-playbook deploy.yml -i inventory/local" in report
+
+
+def test_no_host_switches_when_one_is_unreachable(unreachable_at_plan):
+    run = unreachable_at_plan["run"]
+    assert "Apply the database migrations" not in run.output, run.tail()
+    assert run.play(ROLLOUT) == "", run.tail()
+    assert unreachable_at_plan["after"] == unreachable_at_plan["before"]
+
+
+def test_the_other_hosts_keep_serving_while_one_is_unreachable(unreachable_at_plan):
+    stream = unreachable_at_plan["stream"]
+    assert stream.sent > 0
+    assert (stream.failed, stream.failures) == (0, []), f"{stream.failed} of {stream.sent} requests failed"
+    assert {version for counts in stream.versions.values() for version in counts} == {
+        unreachable_at_plan["versions_before"][unreachable_at_plan["others"][0]]
+    }
+
+
+def test_the_same_deploy_completes_once_the_host_answers(unreachable_at_plan, fleet):
+    rerun = unreachable_at_plan["rerun"]
+    assert rerun.returncode == 0, rerun.tail()
+    assert fleet.versions() == dict.fromkeys(fleet.names, "v1")
+
+
+def _lock_files() -> set[str]:
+    return {path.name for path in Path(tempfile.gettempdir()).glob("deploykit-lock-*")}
+
+
+@pytest.fixture(scope="module")
+def killed_mid_rollout(
+    unreachable_at_plan, ansible, fleet, releases, request_stream, record_requests, wait_for, ssm
+):
+    """v1 -> v2, killed with SIGKILL once the first host serves v2; the re-run; the override."""
+    first = fleet.rollout_order()[0]
+    files_before = _lock_files()
+
+    def first_switched() -> bool:
+        try:
+            return fleet.release(first)["version"] == "v2"
+        except (AssertionError, OSError, ValueError):
+            return False
+
+    with request_stream(front_door=True) as stream:
+        running = ansible.start("v2-killed-mid-rollout", ansible.deploy_args(releases.v2.tag))
+        try:
+            wait_for(
+                lambda: first_switched() or not running.running(), timeout=600, what=f"{first} to switch"
+            )
+            was_running = running.running()
+            running.kill()
+        finally:
+            killed = running.wait()
+        lock = json.loads(ssm.get_parameter(Name="/deploykit/local/deploy-lock")["Parameter"]["Value"])
+        refused = ansible.deploy("v2-after-the-kill", releases.v2.tag)
+        printed = OVERRIDE.search(refused.stdout)
+        command = printed.group(1) if printed else ""
+        forced = ansible.run("v2-lock-taken-over", shlex.split(command)[1:]) if command else refused
+    record_requests(stream.result)
+    return {
+        "was_running": was_running,
+        "killed": killed,
+        "lock": lock,
+        "refused": refused,
+        "command": command,
+        "forced": forced,
+        "stream": stream.result,
+        "files_left": _lock_files() - files_before,
+    }
+
+
+def test_the_kill_came_in_the_middle_of_the_rollout(killed_mid_rollout, fleet):
+    assert killed_mid_rollout["was_running"], killed_mid_rollout["killed"].tail()
+    assert killed_mid_rollout["killed"].returncode < 0
+
+
+def test_the_next_run_is_refused_by_a_lock_that_names_the_dead_process_as_stale(killed_mid_rollout):
+    refused, lock = killed_mid_rollout["refused"], killed_mid_rollout["lock"]
+    assert refused.returncode != 0, refused.tail()
+    assert {"holder", "user", "machine", "pid", "run_id", "started_at", "image_tag"} <= lock.keys(), lock
+    holder = f"{lock['holder']} (user {lock['user']}, on {lock['machine']}, process {lock['pid']})"
+    assert f"is held by {holder}" in refused.output, refused.tail()
+    assert f"It is stale: process {lock['pid']} no longer runs on {lock['machine']}" in refused.output
+    assert killed_mid_rollout["command"].startswith("ansible-playbook deploy.yml -i inventory/local")
+    assert killed_mid_rollout["command"].endswith("-e deploy_lock_force=true")
+
+
+def test_the_printed_override_completes_the_rollout(killed_mid_rollout, fleet):
+    forced = killed_mid_rollout["forced"]
+    assert forced.returncode == 0, forced.tail()
+    assert "Took over the deploy lock held by" in forced.output
+    assert fleet.versions() == dict.fromkeys(fleet.names, "v2")
+
+
+def test_users_see_no_failure_through_the_kill_and_the_recovery(killed_mid_rollout):
+    stream = killed_mid_rollout["stream"]
+    assert stream.sent > 0
+    assert (stream.failed, stream.failures) == (0, []), f"{stream.failed} of {stream.sent} requests failed"
+
+
+def test_the_killed_run_left_nothing_on_the_controller_s_disk(killed_mid_rollout):
+    assert killed_mid_rollout["files_left"] == set()
+
+
+# Registry faults: a tag that is not there, the registry down before the hosts pull, and down once
+# they have pulled. Each names its own cause; the last changes nothing for the deploy.
+REPOSITORY = "deploykit/app"
+
+
+def _has_image(fleet, name: str, uri: str) -> bool:
+    script = f"docker image inspect --format . {shlex.quote(uri)} 2>/dev/null || true"
+    return fleet.sh(name, script).strip() == "."
+
+
+@pytest.fixture(scope="module")
+def registry_faults(killed_mid_rollout, ansible, fleet, releases, request_stream, record_requests, wait_for):
+    """v2 serves; a missing tag, then v1 under a tag no host has, with the registry stopped before
+    the deploy and, in a second deploy, once every host has pulled."""
+    missing_tag = f"e2e-no-such-tag-{secrets.token_hex(3)}"
+    tag = f"e2e-v1-again-{secrets.token_hex(3)}"
+    uri = registry.push(releases.v1.uri, REPOSITORY, tag)
+    before = fleet.snapshot()
+    with request_stream(fleet.hosts) as stream:
+        missing = ansible.deploy("missing-tag", missing_tag)
+        after_missing = fleet.snapshot()
+        registry.stop()
+        try:
+            down_before = ansible.deploy("registry-down-before-the-pull", tag)
+            after_down = fleet.snapshot()
+        finally:
+            registry.ensure_registry()
+        running = ansible.start("registry-down-after-the-pull", ansible.deploy_args(tag))
+        try:
+            pulled = wait_for(
+                lambda: all(_has_image(fleet, name, uri) for name in fleet.names) or not running.running(),
+                timeout=600,
+                interval=0.2,
+                what="every host to pull the release",
+            )
+            stopped_while_running = running.running()
+            registry.stop()
+        finally:
+            try:
+                down_after = running.wait()
+            finally:
+                registry.ensure_registry()
+    record_requests(stream.result)
+    return {
+        "missing_tag": missing_tag,
+        "missing": missing,
+        "down_before": down_before,
+        "down_after": down_after,
+        "before": before,
+        "after_missing": after_missing,
+        "after_down": after_down,
+        "pulled": pulled,
+        "stopped_while_running": stopped_while_running,
+        "stream": stream.result,
+    }
+
+
+def test_a_missing_tag_is_named_as_missing(registry_faults):
+    missing = registry_faults["missing"]
+    assert missing.returncode != 0, missing.tail()
+    assert f":{registry_faults['missing_tag']}: the tag does not exist in the registry" in missing.output
+    assert "cannot be reached" not in missing.output
+    assert registry_faults["after_missing"] == registry_faults["before"]
+
+
+def test_a_registry_down_before_the_pull_is_named_as_unreachable(registry_faults, fleet):
+    down = registry_faults["down_before"]
+    assert down.returncode != 0, down.tail()
+    assert "the registry cannot be reached from the host" in down.output, down.tail()
+    assert "the tag does not exist" not in down.output
+    # Each host's failure is said once, with its cause, not also as the module's raw error.
+    for name in fleet.names:
+        assert len(re.findall(rf"^fatal: \[{re.escape(name)}\]", down.stdout, re.MULTILINE)) <= 1, down.tail()
+    assert down.play(ROLLOUT) == ""
+    assert registry_faults["after_down"] == registry_faults["before"]
+
+
+def test_a_registry_down_after_the_pull_does_not_stop_the_deploy(registry_faults, fleet):
+    # The registry was stopped while the deploy ran, once every host had the image.
+    assert registry_faults["pulled"]
+    assert registry_faults["stopped_while_running"]
+    down_after = registry_faults["down_after"]
+    assert down_after.returncode == 0, down_after.tail()
+    assert fleet.versions() == dict.fromkeys(fleet.names, "v1")
+
+
+def test_no_request_fails_through_the_registry_faults(registry_faults):
+    stream = registry_faults["stream"]
+    assert stream.sent > 0
+    assert (stream.failed, stream.failures) == (0, []), f"{stream.failed} of {stream.sent} requests failed"
