@@ -7,6 +7,7 @@ import pytest
 pytestmark = pytest.mark.e2e
 
 MISSING_PARAMETER = "/deploykit/local/DATABASE_URL"
+SECRET_PARAMETER = "/deploykit/local/DJANGO_SECRET_KEY"  # noqa: S105 - a parameter name, not its value
 
 
 def _malformed_tag(ansible, releases, ssm):
@@ -27,6 +28,20 @@ def _missing_parameter(ansible, releases, ssm):
         return ansible.run("bad-missing-ssm-parameter", ansible.deploy_args(releases.v1.tag))
     finally:
         ssm.put_parameter(Name=MISSING_PARAMETER, Value=parameter["Value"], Type=parameter["Type"])
+
+
+def _secret_with_trailing_space(ansible, releases, ssm):
+    # Once, the serving container got it without the space and the migration's container with it.
+    parameter = ssm.get_parameter(Name=SECRET_PARAMETER, WithDecryption=True)["Parameter"]
+    ssm.put_parameter(
+        Name=SECRET_PARAMETER, Value=parameter["Value"] + " ", Type=parameter["Type"], Overwrite=True
+    )
+    try:
+        return ansible.run("bad-secret-trailing-space", ansible.deploy_args(releases.v1.tag))
+    finally:
+        ssm.put_parameter(
+            Name=SECRET_PARAMETER, Value=parameter["Value"], Type=parameter["Type"], Overwrite=True
+        )
 
 
 def _public_name_not_allowed(ansible, releases, ssm):
@@ -74,6 +89,10 @@ CASES = {
         _switch_not_boolean,
         ["deploy_converge=ture must be true or false"],
     ),
+    "secret a container cannot receive exactly": (
+        _secret_with_trailing_space,
+        [f"SSM parameter(s) whose value a container cannot receive exactly: {SECRET_PARAMETER}"],
+    ),
     "missing SSM parameter": (
         _missing_parameter,
         ["Missing SSM parameter(s) for the app", MISSING_PARAMETER],
@@ -114,3 +133,9 @@ def test_bad_input_changes_no_host(refusals, fleet, case):
         if recap.get(host, {}).get("ok", 0) or recap.get(host, {}).get("changed", 0)
     ] == []
     assert after == before
+
+
+def test_a_refused_secret_is_named_never_shown(refusals, ssm):
+    _, run, _ = refusals("secret a container cannot receive exactly")
+    value = ssm.get_parameter(Name=SECRET_PARAMETER, WithDecryption=True)["Parameter"]["Value"]
+    assert value not in run.output
