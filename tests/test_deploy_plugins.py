@@ -235,9 +235,10 @@ STOPPED_DEPLOY = (
   tasks:
     - name: Reach the host
       ansible.builtin.ping:
-    - name: Say the host serves the new release, as the smoke check does
+    - name: Say the host's turn is over, as the smoke check does
       ansible.builtin.set_fact:
         deploy_host_serves: {version: v2}
+        deploy_host_finished: true
 """
 )
 

@@ -82,7 +82,7 @@ class CallbackModule(CallbackBase):
         if task.action.split(".")[-1] == "deploy_lock" and outcome.get("lock_name"):
             self._locked = True
         # Set by playbooks/tasks/smoke-check.yml once the host answers as the new release.
-        if "deploy_host_serves" in outcome.get("ansible_facts", {}):
+        if outcome.get("ansible_facts", {}).get("deploy_host_finished"):
             self._switched.append(result._host.get_name())
 
     def v2_runner_on_unreachable(self, result) -> None:

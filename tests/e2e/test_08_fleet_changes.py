@@ -116,6 +116,17 @@ def test_rollout_stops_at_the_host_that_stopped_answering(host_lost):
     assert third not in run.hosts_in(ROLLOUT)
 
 
+def test_the_report_says_which_host_was_lost_which_switched_and_what_to_run(host_lost, fleet):
+    first, second, third = host_lost["order"]
+    report = host_lost["run"].stdout.partition("DEPLOY STOPPED")[2]
+    assert f"{second} (in '{ROLLOUT}'): unreachable at {fleet.by_name[second].ip}: " in report, host_lost[
+        "run"
+    ].tail()
+    assert f"Switched in this run: {first}\n" in report
+    assert f"Serving what they served before: {third}" in report
+    assert f"ansible-playbook playbooks/rollback.yml -i inventory/local --limit {first}" in report
+
+
 def test_hosts_not_reached_keep_their_release(host_lost):
     _, _, third = host_lost["order"]
     assert host_lost["versions"][third] == "v2"
