@@ -154,3 +154,17 @@ def test_without_a_lost_host_every_batch_rolls_out(tmp_path):
     run = _run(tmp_path, BATCHES.format(tasks=TASKS, out=out), inventory)
     assert run.returncode == 0, run.stdout + run.stderr
     assert sorted(path.name for path in out.iterdir()) == ["first", "second", "third"]
+
+
+def test_a_misspelt_setting_given_with_e_is_refused_with_the_names_it_is_close_to(tmp_path):
+    # Accepted by Ansible and read by nobody, it would leave the batches at their default.
+    run = _check(tmp_path, deploy_seral=2)
+    assert run.returncode != 0
+    assert "-e deploy_seral is not a setting of this project: did you mean deploy_serial?" in run.stdout, (
+        run.stdout
+    )
+
+
+def test_a_name_of_the_user_s_own_far_from_every_setting_is_left_alone(tmp_path):
+    run = _check(tmp_path, my_ticket_number="OPS-1234", deploy_serial=2)
+    assert run.returncode == 0, run.stdout + run.stderr
