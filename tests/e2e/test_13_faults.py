@@ -11,6 +11,10 @@
 - Registry faults, each named for what it is: a tag the registry does not have; the registry down
   before the hosts pull (the deploy stops before any host switches); the registry down once every
   host has pulled (the deploy completes: nothing after the pull needs it).
+- The Docker engine stopped on a host: the deploy starts it again and switches the host.
+
+Not injected: a host whose disk is full (the stand-in's hosts share this machine's disk); the
+pull's message for it is tested in tests/test_registry_faults.py.
 """
 
 from __future__ import annotations
@@ -269,5 +273,52 @@ def test_a_registry_down_after_the_pull_does_not_stop_the_deploy(registry_faults
 
 def test_no_request_fails_through_the_registry_faults(registry_faults):
     stream = registry_faults["stream"]
+    assert stream.sent > 0
+    assert (stream.failed, stream.failures) == (0, []), f"{stream.failed} of {stream.sent} requests failed"
+
+
+# The Docker engine stopped on a host (socket and service, so that no API call starts it again):
+# with live-restore the serving container goes on answering, the deploy starts the engine again
+# through docker_engine and switches the host like the others.
+ENGINE_TASK = "docker_engine : Ensure the Docker service is enabled and running"
+
+
+@pytest.fixture(scope="module")
+def engine_stopped(registry_faults, ansible, fleet, releases, request_stream, record_requests):
+    stopped = fleet.rollout_order()[1]
+    fleet.sh(stopped, "systemctl stop docker.socket docker.service")
+    try:
+        engine_down = fleet.sh(stopped, "systemctl is-active docker.service || true").strip()
+        serving_meanwhile = fleet.release(stopped)["version"]
+        with request_stream(front_door=True) as stream:
+            run = ansible.deploy("v2-engine-stopped-on-a-host", releases.v2.tag)
+    finally:
+        fleet.sh(stopped, "systemctl start docker.socket docker.service", check=False)
+    record_requests(stream.result)
+    return {
+        "stopped": stopped,
+        "engine_down": engine_down,
+        "serving_meanwhile": serving_meanwhile,
+        "run": run,
+        "stream": stream.result,
+    }
+
+
+def test_the_host_serves_while_its_engine_is_stopped(engine_stopped):
+    assert engine_stopped["engine_down"] != "active"
+    assert engine_stopped["serving_meanwhile"] == "v1"
+
+
+def test_the_deploy_starts_the_engine_again_and_switches_every_host(engine_stopped, fleet):
+    run, stopped = engine_stopped["run"], engine_stopped["stopped"]
+    assert run.returncode == 0, run.tail()
+    engine_task = run.output.partition(f"TASK [{ENGINE_TASK}]")[2].partition("TASK [")[0]
+    assert f"changed: [{stopped}]" in engine_task, run.tail()
+    assert fleet.versions() == dict.fromkeys(fleet.names, "v2")
+    assert fleet.sh(stopped, "systemctl is-active docker.service").strip() == "active"
+
+
+def test_users_see_no_failure_while_the_engine_is_started_again(engine_stopped):
+    stream = engine_stopped["stream"]
     assert stream.sent > 0
     assert (stream.failed, stream.failures) == (0, []), f"{stream.failed} of {stream.sent} requests failed"
