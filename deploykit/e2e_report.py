@@ -26,7 +26,7 @@ SCENARIOS = {
     10: "bad input is refused",
     11: "the app page at the public address in a browser",
     12: "production's own configuration behind the load balancer",
-    13: "faults: a host unreachable at the plan, a deploy killed mid-rollout, registry faults, an engine stopped",
+    13: "faults: host unreachable, deploy killed mid-rollout, registry faults, engine stopped",
 }
 
 
