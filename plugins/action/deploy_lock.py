@@ -76,10 +76,7 @@ def refusal(name: str, lock: dict, stale: str = "") -> str:
         f"{label} {lock[key]}" for key, label in (("user", "user"), ("machine", "on"), ("pid", "process"))
         if lock.get(key) not in (None, "")
     )  # fmt: skip
-    what = " ".join(
-        f"{label} {lock[key]}" for key, label in (("image_tag", "deploying"), ("playbook", "in"))
-        if lock.get(key) not in (None, "")
-    )  # fmt: skip
+    what = f"deploying {lock['image_tag']}" if lock.get("image_tag") not in (None, "") else ""
     held = (
         f"deploy lock {name} is held by {lock.get('holder') or 'unknown'}"
         + (f" ({where})" if where else "")

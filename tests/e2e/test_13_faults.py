@@ -33,6 +33,7 @@ from deploykit import registry
 pytestmark = pytest.mark.e2e
 
 PLAN = "Plan the rollout"
+MIGRATIONS = "Apply the database migrations once, from the new image"
 ROLLOUT = "Roll out the release"
 # The command the refusal prints to take a stale lock over.
 OVERRIDE = re.compile(r"Take it over with: (ansible-playbook .*?-e deploy_lock_force=true)")
@@ -86,8 +87,9 @@ def test_the_report_names_the_host_its_address_and_that_nothing_switched(unreach
 
 def test_no_host_switches_when_one_is_unreachable(unreachable_at_plan):
     run = unreachable_at_plan["run"]
-    assert "Apply the database migrations" not in run.output, run.tail()
-    assert run.play(ROLLOUT) == "", run.tail()
+    # The plays after the plan find no host: the ones that answered failed with it.
+    assert run.hosts_in(MIGRATIONS) == [], run.tail()
+    assert run.hosts_in(ROLLOUT) == [], run.tail()
     assert unreachable_at_plan["after"] == unreachable_at_plan["before"]
 
 
@@ -258,7 +260,7 @@ def test_a_registry_down_before_the_pull_is_named_as_unreachable(registry_faults
     # Each host's failure is said once, with its cause, not also as the module's raw error.
     for name in fleet.names:
         assert len(re.findall(rf"^fatal: \[{re.escape(name)}\]", down.stdout, re.MULTILINE)) <= 1, down.tail()
-    assert down.play(ROLLOUT) == ""
+    assert down.hosts_in(ROLLOUT) == []
     assert registry_faults["after_down"] == registry_faults["before"]
 
 
@@ -277,20 +279,22 @@ def test_no_request_fails_through_the_registry_faults(registry_faults):
     assert (stream.failed, stream.failures) == (0, []), f"{stream.failed} of {stream.sent} requests failed"
 
 
-# The Docker engine stopped on a host (socket and service, so that no API call starts it again):
-# with live-restore the serving container goes on answering, the deploy starts the engine again
-# through docker_engine and switches the host like the others.
+# The Docker engine stopped on a host (socket and service, so that no API call starts it again).
+# The release container survives (live-restore), but not its published port's proxy: the host's
+# nginx answers 502 until the engine runs again, and the load balancer takes the host out. The
+# deploy starts the engine again through docker_engine and switches the host like the others;
+# the other hosts serve throughout.
 ENGINE_TASK = "docker_engine : Ensure the Docker service is enabled and running"
 
 
 @pytest.fixture(scope="module")
 def engine_stopped(registry_faults, ansible, fleet, releases, request_stream, record_requests):
     stopped = fleet.rollout_order()[1]
+    others = [host for host in fleet.hosts if host.name != stopped]
     fleet.sh(stopped, "systemctl stop docker.socket docker.service")
     try:
         engine_down = fleet.sh(stopped, "systemctl is-active docker.service || true").strip()
-        serving_meanwhile = fleet.release(stopped)["version"]
-        with request_stream(front_door=True) as stream:
+        with request_stream(others) as stream:
             run = ansible.deploy("v2-engine-stopped-on-a-host", releases.v2.tag)
     finally:
         fleet.sh(stopped, "systemctl start docker.socket docker.service", check=False)
@@ -298,15 +302,13 @@ def engine_stopped(registry_faults, ansible, fleet, releases, request_stream, re
     return {
         "stopped": stopped,
         "engine_down": engine_down,
-        "serving_meanwhile": serving_meanwhile,
         "run": run,
         "stream": stream.result,
     }
 
 
-def test_the_host_serves_while_its_engine_is_stopped(engine_stopped):
+def test_the_engine_was_down_when_the_deploy_started(engine_stopped):
     assert engine_stopped["engine_down"] != "active"
-    assert engine_stopped["serving_meanwhile"] == "v1"
 
 
 def test_the_deploy_starts_the_engine_again_and_switches_every_host(engine_stopped, fleet):
@@ -318,7 +320,7 @@ def test_the_deploy_starts_the_engine_again_and_switches_every_host(engine_stopp
     assert fleet.sh(stopped, "systemctl is-active docker.service").strip() == "active"
 
 
-def test_users_see_no_failure_while_the_engine_is_started_again(engine_stopped):
+def test_the_other_hosts_serve_while_the_engine_is_started_again(engine_stopped):
     stream = engine_stopped["stream"]
     assert stream.sent > 0
     assert (stream.failed, stream.failures) == (0, []), f"{stream.failed} of {stream.sent} requests failed"
