@@ -17,8 +17,8 @@ short_description: Names given with -e that are unknown to the project but close
 description:
   - Returns one entry per such name, C({name, suggestions}), suggestions being the known names
     closest to it.
-  - Known names are the top-level keys of the YAML files under the given roots that define
-    variables (roles' defaults/vars, argument specs' options, group_vars, playbooks' vars files).
+  - Known names are the top-level keys of the project's YAML files that define variables (roles'
+    defaults and vars, argument specs' options, group_vars, the playbooks' vars files).
   - Takes no terms: the project is the one this plugin is part of.
 """
 
@@ -30,7 +30,7 @@ from ansible import context
 from ansible.plugins.lookup import LookupBase
 from ansible.utils.vars import load_extra_vars
 
-# Files that define variables, relative to a root.
+# Files that define variables, relative to the project.
 _DEFINITIONS = (
     "roles/*/defaults/*.yml",
     "roles/*/vars/*.yml",
