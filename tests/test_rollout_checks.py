@@ -1,6 +1,7 @@
 """The checks that guard a rollout's shape, run by ansible-playbook on the controller alone:
-playbooks/tasks/check-rollout.yml (deploy_serial and the true/false switches, checked before the
-lock) and playbooks/tasks/check-batch.yml (a host lost in an earlier batch stops the rollout).
+playbooks/tasks/check-rollout.yml (deploy_serial, the true/false switches and, through
+check-extra-vars.yml, misspelt names given with -e; checked before the lock) and
+playbooks/tasks/check-batch.yml (a host lost in an earlier batch stops the rollout).
 
 The deploy and rollback playbooks import both; tests/e2e/test_10_bad_input.py runs the refusals
 through deploy.yml against the stand-in's fleet.
