@@ -1203,15 +1203,91 @@ def test_bad_load_balancer_inputs_are_refused_before_any_change(
     assert run.returncode != 0
     assert message in run.failure_messages()
     assert run.changed_tasks() == []
-    # Nothing of the environment exists: no group in its VPC but the default, no role, no balancer.
-    groups = ec2.describe_security_groups(Filters=[{"Name": "vpc-id", "Values": [vpc_id]}])["SecurityGroups"]
+    _assert_nothing_made(moto_endpoint, vpc_id, LB_ENV)
+
+
+def _assert_nothing_made(endpoint: str, vpc_id: str, env: str) -> None:
+    """Nothing of the environment exists: no group in its VPC but the default, no role, no balancer."""
+    in_vpc = [{"Name": "vpc-id", "Values": [vpc_id]}]
+    groups = _client("ec2", endpoint).describe_security_groups(Filters=in_vpc)["SecurityGroups"]
     assert [g["GroupName"] for g in groups] == ["default"]
-    roles = _client("iam", moto_endpoint).list_roles()["Roles"]
-    assert not [r["RoleName"] for r in roles if r["RoleName"].startswith(f"deploykit-{LB_ENV}")]
-    balancers = _client("elbv2", moto_endpoint).describe_load_balancers()["LoadBalancers"]
-    assert not [
-        b["LoadBalancerName"] for b in balancers if b["LoadBalancerName"].startswith(f"deploykit-{LB_ENV}")
-    ]
+    roles = _client("iam", endpoint).list_roles()["Roles"]
+    assert not [r["RoleName"] for r in roles if r["RoleName"].startswith(f"deploykit-{env}")]
+    balancers = _client("elbv2", endpoint).describe_load_balancers()["LoadBalancers"]
+    names = [b["LoadBalancerName"] for b in balancers]
+    assert not [name for name in names if name.startswith(f"deploykit-{env}")]
+
+
+# ---------------------------------------------------------------------------------------------
+# The inventory and the names given with -e, refused before anything asks AWS (moto; the whole play)
+
+CHECKS_ENV = "provchecks"
+CHECK_INVENTORY = "check-inventory | Ensure the inventory is one of the environments"
+CHECK_EXTRA_VARS = "check-extra-vars | Ensure no name given with -e is a misspelt setting"
+# The environments as the refusal lists them: the directories of inventory/ with an aws_ec2.yml.
+ENVIRONMENTS = ", ".join(sorted(path.parent.name for path in (ROOT / "inventory").glob("*/aws_ec2.yml")))
+# The optional inputs vars/provision.yml documents: read through default(), defined nowhere.
+OPTIONAL_INPUTS = {
+    "provision_ssh_cidrs": ["192.0.2.0/24"],
+    "provision_web_instance_type": "t3.medium",
+    "provision_web_root_volume_size": 30,
+    "provision_web_ssm_enabled": True,
+    "provision_web_key_name": "deploykit-provchecks",
+    "provision_codebuild_source_type": "GITHUB",
+}
+
+
+def _tasks_run(run: Run) -> list[str]:
+    return [task["task"]["name"] for task in run.report["plays"][0]["tasks"]]
+
+
+def test_a_misspelt_name_given_with_e_is_refused_before_anything_asks_aws(moto_endpoint, tmp_path):
+    # Read by nobody, it would leave the fleet at the inventory's count.
+    vpc_id = _client("ec2", moto_endpoint).create_vpc(CidrBlock="10.41.0.0/16")["Vpc"]["VpcId"]
+    inventory = tmp_path / CHECKS_ENV
+    _write_inventory(inventory, {**_UNUSED_INFRA, "provision_vpc_id": vpc_id}, env=CHECKS_ENV)
+    run = _playbook(_tool_env(moto_endpoint), inventory, "-e", "provision_web_instance_coutn=3")
+    assert run.returncode != 0
+    assert (
+        "-e provision_web_instance_coutn is not a setting of this project: did you mean "
+        "provision_web_instance_count or provision_web_instance_type?"
+    ) in run.failure_messages()
+    assert _tasks_run(run) == [CHECK_INVENTORY, CHECK_EXTRA_VARS]
+    _assert_nothing_made(moto_endpoint, vpc_id, CHECKS_ENV)
+
+
+def test_an_inventory_without_an_environment_is_refused_naming_the_environments(moto_endpoint, tmp_path):
+    vpc_id = _client("ec2", moto_endpoint).create_vpc(CidrBlock="10.42.0.0/16")["Vpc"]["VpcId"]
+    inventory = tmp_path / CHECKS_ENV
+    _write_inventory(inventory, {**_UNUSED_INFRA, "provision_vpc_id": vpc_id}, env=CHECKS_ENV)
+    environment = inventory / "group_vars" / "all" / "environment.yml"
+    environment.write_text(yaml.safe_dump({"aws_region": REGION, "app_public_url": f"https://{PUBLIC_NAME}"}))
+    run = _playbook(_tool_env(moto_endpoint), inventory)
+    assert run.returncode != 0
+    assert (
+        f"The inventory {inventory} names no environment (app_env, aws_region). "
+        f"Pass -i inventory/<environment>, one of: {ENVIRONMENTS}."
+    ) in run.failure_messages()
+    assert _tasks_run(run) == [CHECK_INVENTORY]
+    _assert_nothing_made(moto_endpoint, vpc_id, CHECKS_ENV)
+
+
+def test_the_optional_inputs_given_with_e_are_not_taken_for_misspelt_names(tmp_path):
+    # Close to required names (provision_web_instance_type to provision_web_instance_count), they
+    # are known because vars/provision.yml reads them through default().
+    playbook = tmp_path / "playbook.yml"
+    playbook.write_text(
+        "- name: Provision's check of the names given with -e\n  hosts: localhost\n  connection: local\n"
+        "  gather_facts: false\n  tasks:\n    - name: Include the check\n"
+        f"      ansible.builtin.import_tasks: {ROOT}/playbooks/tasks/check-extra-vars.yml\n"
+    )
+    env = {key: value for key, value in os.environ.items() if not key.startswith("ANSIBLE_")}
+    env["ANSIBLE_CONFIG"] = str(ROOT / "ansible.cfg")
+    result = subprocess.run(
+        [str(BIN / "ansible-playbook"), "-i", "localhost,", str(playbook), "-e", json.dumps(OPTIONAL_INPUTS)],
+        cwd=ROOT, env=env, capture_output=True, text=True, check=False, timeout=180,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 # ---------------------------------------------------------------------------------------------
