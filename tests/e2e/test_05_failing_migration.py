@@ -21,7 +21,7 @@ def test_rollout_fails_in_the_migrations_step(failing_migration):
     _, run, _ = failing_migration
     assert run.returncode != 0, run.tail()
     assert [task for _, task in run.failures()] == [
-        "app_deploy : migrate | Apply the database migrations of the new release"
+        "app_deploy : migrate | Ensure the database migrations of the new release applied"
     ]
     assert "e2e: this data migration always fails" in run.output
     assert run.play("Roll out the release") == ""
