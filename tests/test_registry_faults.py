@@ -37,7 +37,8 @@ SAID = {
 }
 
 
-def test_each_registry_error_is_read_as_its_cause(tmp_path):
+def _causes(tmp_path: Path, said: list[str], **facts: object) -> dict[str, str]:
+    """Each error in `said` mapped to the cause the role names, with `facts` set on the host."""
     playbook = tmp_path / "causes.yml"
     playbook.write_text(
         f"""
@@ -48,10 +49,14 @@ def test_each_registry_error_is_read_as_its_cause(tmp_path):
   vars_files:
     - {ROOT}/roles/app_deploy/vars/main.yml
   tasks:
+    - name: Set what the role found on the host
+      ansible.builtin.set_fact: {json.dumps(facts) if facts else "{}"}
+      when: {json.dumps(bool(facts))}
+
     - name: Name the cause
       ansible.builtin.debug:
         msg: "{{{{ {{'said': item, 'cause': __app_deploy_registry_cause}} | to_json }}}}"
-      loop: {json.dumps(list(SAID))}
+      loop: {json.dumps(said)}
       vars:
         __app_deploy_registry_said: "{{{{ item }}}}"
 """
@@ -65,6 +70,19 @@ def test_each_registry_error_is_read_as_its_cause(tmp_path):
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
     # The JSON document, then what the other callbacks print after it.
     document, _ = json.JSONDecoder().raw_decode(run.stdout[run.stdout.index("{") :])
-    results = document["plays"][0]["tasks"][0]["hosts"]["localhost"]["results"]
-    read = {json.loads(result["msg"])["said"]: json.loads(result["msg"])["cause"] for result in results}
+    results = document["plays"][0]["tasks"][1]["hosts"]["localhost"]["results"]
+    return {json.loads(result["msg"])["said"]: json.loads(result["msg"])["cause"] for result in results}
+
+
+def test_each_registry_error_is_read_as_its_cause(tmp_path):
+    read = _causes(tmp_path, list(SAID))
     assert {said: cause for said, cause in read.items() if SAID[said] not in cause} == {}
+
+
+def test_a_full_disk_names_the_free_space_and_the_estimate_the_pull_was_allowed_on(tmp_path):
+    # The check before the pull let it start, and the disk filled anyway: the estimate was low.
+    said = "write /var/lib/docker/tmp/GetImageBlob1: no space left on device"
+    space = {"root": "/var/lib/docker", "free_bytes": 300_000_000, "needed_bytes": 250_000_000}
+    cause = _causes(tmp_path, [said], __app_deploy_pull_space=space)[said]
+    assert "300.0 MB were free on the filesystem of /var/lib/docker before the pull" in cause
+    assert "estimated to need 250.0 MB: raise app_deploy_pull_space_factor" in cause

@@ -12,9 +12,12 @@
   before the hosts pull (the deploy stops before any host switches); the registry down once every
   host has pulled (the deploy completes: nothing after the pull needs it).
 - The Docker engine stopped on a host: the deploy starts it again and switches the host.
+- A host whose disk has less room than the new release's pull needs: the deploy stops at the plan,
+  naming the free space and the space needed, before any host switches; once space is freed on
+  the host, the same command completes. The stand-in's hosts share this machine's disk, so the
+  fault moves one host's Docker data onto a filesystem of its own, sized for the test.
 
-Not injected: a host whose disk is full (the stand-in's hosts share this machine's disk); the
-pull's message for it is tested in tests/test_registry_faults.py.
+Each fault is a row of its own in reports/e2e.json (FAULT_CASES below).
 """
 
 from __future__ import annotations
@@ -31,6 +34,15 @@ import pytest
 from deploykit import registry
 
 pytestmark = pytest.mark.e2e
+
+# The module-scoped fixture that injects each fault, and the case's row in reports/e2e.json.
+FAULT_CASES = {
+    "unreachable_at_plan": "a host unreachable when the deploy plans",
+    "killed_mid_rollout": "the deploy killed (SIGKILL) mid-rollout, then taken over",
+    "registry_faults": "registry faults: tag missing, registry down before the pull and after it",
+    "engine_stopped": "the Docker engine stopped on a host",
+    "disk_nearly_full": "a host's disk with less room than the pull needs",
+}
 
 PLAN = "Plan the rollout"
 MIGRATIONS = "Apply the database migrations once, from the new image"
@@ -324,3 +336,131 @@ def test_the_other_hosts_serve_while_the_engine_is_started_again(engine_stopped)
     stream = engine_stopped["stream"]
     assert stream.sent > 0
     assert (stream.failed, stream.failures) == (0, []), f"{stream.failed} of {stream.sent} requests failed"
+
+
+# A host's disk with less room than the pull of the new release needs. The stand-in's hosts keep
+# Docker's data on this machine's disk, so the fault gives one host a filesystem of its own for it
+# (a tmpfs with the data copied in, filled up to FREE_BYTES of room), and puts the data back
+# afterwards. The engine stops for the move, so that host is left out of the request streams.
+FREE_BYTES = 30 * 1024 * 1024
+SPARE_BYTES = 600 * 1024 * 1024
+FILL = "/var/lib/docker/deploykit-e2e-fill"
+DISK = "/srv/deploykit-e2e-disk"
+
+# The app's containers stop before the engine does and start after it, so that they run from the
+# data the engine now holds (live-restore would otherwise keep them on the other copy).
+MOVE_ONTO_SMALL_DISK = f"""
+set -eu
+running=$(docker ps --quiet)
+[ -z "$running" ] || docker stop $running >/dev/null
+systemctl stop docker.socket docker.service
+mkdir -p {DISK}
+mount --bind /var/lib/docker {DISK}
+used=$(du -sxB1 {DISK} | cut -f1)
+mount -t tmpfs -o size=$((used + {SPARE_BYTES})),mode=0711 deploykit-e2e-disk /var/lib/docker
+cp -a {DISK}/. /var/lib/docker/
+systemctl start docker.socket docker.service
+[ -z "$running" ] || docker start $running >/dev/null
+free=$(df -B1 --output=avail /var/lib/docker | tail -1)
+fallocate -l $((free - {FREE_BYTES})) {FILL}
+"""
+
+MOVE_BACK = f"""
+set -eu
+running=$(docker ps --quiet)
+[ -z "$running" ] || docker stop $running >/dev/null
+systemctl stop docker.socket docker.service
+rm -f {FILL}
+find {DISK} -mindepth 1 -maxdepth 1 -exec rm -rf {{}} +
+cp -a /var/lib/docker/. {DISK}/
+umount /var/lib/docker
+umount {DISK}
+systemctl start docker.socket docker.service
+[ -z "$running" ] || docker start $running >/dev/null
+"""
+
+
+@pytest.fixture(scope="module")
+def disk_nearly_full(engine_stopped, ansible, fleet, releases, request_stream, record_requests, wait_for):
+    """v2 -> the large release with one host's disk nearly full; then again once space is freed."""
+    full = fleet.rollout_order()[-1]
+    others = [host for host in fleet.hosts if host.name != full]
+    versions_before = fleet.versions()
+    fleet.sh(full, MOVE_ONTO_SMALL_DISK, timeout=300)
+    try:
+        wait_for(
+            lambda: fleet.versions()[full] == versions_before[full], timeout=60, what=f"{full} to serve again"
+        )
+        free = int(fleet.sh(full, "df -B1 --output=avail /var/lib/docker | tail -1"))
+        before = fleet.snapshot()
+        with request_stream(others) as stream:
+            run = ansible.deploy("v5-disk-nearly-full", releases.large.tag)
+        after = fleet.snapshot()
+        versions_after = fleet.versions()
+        # What the message tells the user to do: free space on the host.
+        fleet.sh(full, f"rm -f {FILL}")
+        rerun = ansible.deploy("v5-after-space-is-freed", releases.large.tag)
+    finally:
+        fleet.sh(full, MOVE_BACK, timeout=300, check=False)
+    record_requests(stream.result)
+    wait_for(lambda: fleet.versions()[full] == "v5", timeout=60, what=f"{full} to serve v5 from its own disk")
+    return {
+        "full": full,
+        "free": free,
+        "run": run,
+        "stream": stream.result,
+        "before": before,
+        "after": after,
+        "versions_before": versions_before,
+        "versions_after": versions_after,
+        "rerun": rerun,
+        "mounts_after": fleet.sh(full, "grep -c deploykit-e2e-disk /proc/mounts || true").strip(),
+    }
+
+
+def test_the_host_had_less_room_than_the_pull_needs(disk_nearly_full):
+    # 40 MiB of new layer, times app_deploy_pull_space_factor (3.5), against about 30 MiB.
+    assert 0 < disk_nearly_full["free"] <= FREE_BYTES + 1024 * 1024
+
+
+def test_a_full_disk_stops_the_deploy_at_the_plan_naming_both_sizes(disk_nearly_full, releases):
+    run, full = disk_nearly_full["run"], disk_nearly_full["full"]
+    assert run.returncode != 0, run.tail()
+    assert [host for host, _ in run.failures()] == [full], run.tail()
+    plan = run.play(PLAN)
+    message = re.search(
+        rf"{full}: not enough disk space to pull \S+:{releases.large.tag}: (.*?)Nothing was changed",
+        plan,
+        re.S,
+    )
+    assert message, run.tail()
+    said = " ".join(message.group(1).split())
+    assert re.search(
+        r"[\d.]+ MB free on the filesystem of /var/lib/docker, and the pull needs about 1[45]\d\.\d MB", said
+    ), said
+    assert "(the host lacks 1 of the image's" in said, said
+    assert "times app_deploy_pull_space_factor=3.5 to unpack them" in said, said
+    report = run.stdout.partition("DEPLOY STOPPED")[2]
+    assert "Switched in this run: none" in report, run.tail()
+
+
+def test_no_host_switches_when_one_has_no_room(disk_nearly_full):
+    run = disk_nearly_full["run"]
+    assert run.hosts_in(MIGRATIONS) == [], run.tail()
+    assert run.hosts_in(ROLLOUT) == [], run.tail()
+    assert disk_nearly_full["after"] == disk_nearly_full["before"]
+    assert disk_nearly_full["versions_after"] == disk_nearly_full["versions_before"]
+
+
+def test_the_other_hosts_serve_while_one_has_no_room(disk_nearly_full):
+    stream = disk_nearly_full["stream"]
+    assert stream.sent > 0
+    assert (stream.failed, stream.failures) == (0, []), f"{stream.failed} of {stream.sent} requests failed"
+
+
+def test_the_same_deploy_completes_once_space_is_freed(disk_nearly_full, fleet):
+    rerun = disk_nearly_full["rerun"]
+    assert rerun.returncode == 0, rerun.tail()
+    assert fleet.versions() == dict.fromkeys(fleet.names, "v5")
+    # The host's Docker data is back on its own disk, with the release it now serves.
+    assert disk_nearly_full["mounts_after"] == "0"
