@@ -3,6 +3,10 @@
 tests/e2e/conftest.py feeds it from pytest's reports: a scenario passed when every test of it ran
 and passed; a scenario none of whose tests ran is in the report too, as not passed, so that a
 reader of the file never mistakes a scenario that was left out for one that passed.
+
+A scenario made of cases (each injected fault of scenario 13, each bad input of scenario 10) also
+has one row per case, after its own: `13.2 the deploy killed ...`, with the case's tests and the
+requests sent while it ran. The cases are declared when the tests are collected.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ SCENARIOS = {
     10: "bad input is refused",
     11: "the app page at the public address in a browser",
     12: "production's own configuration behind the load balancer",
-    13: "faults: host unreachable, deploy killed mid-rollout, registry faults, engine stopped",
+    13: "faults injected by hand, each followed by a re-run that completes",
 }
 
 
@@ -39,12 +43,13 @@ def outcome_of(phases: dict[str, str]) -> str:
 
 @dataclass
 class Scenario:
-    number: int
+    number: int | str
     name: str
     phases: dict[str, dict[str, str]] = field(default_factory=dict)
     seconds: float = 0.0
     requests_sent: int = 0
     requests_failed: int = 0
+    cases: dict[str, Scenario] = field(default_factory=dict)
 
     @property
     def outcomes(self) -> dict[str, str]:
@@ -75,21 +80,37 @@ class E2EReport:
         self.setup_seconds = 0.0
         self.teardown_seconds = 0.0
 
-    def record_phase(self, number: int, test: str, phase: str, outcome: str, seconds: float) -> None:
-        """One phase (setup, call, teardown) of one test, as pytest reports it."""
-        scenario = self.scenarios[number]
-        scenario.seconds += max(seconds, 0.0)
-        scenario.phases.setdefault(test, {})[phase] = outcome
+    def declare_case(self, number: int, case: str) -> None:
+        """A case of a scenario, in the order its tests run; declared once."""
+        cases = self.scenarios[number].cases
+        if case not in cases:
+            cases[case] = Scenario(f"{number}.{len(cases) + 1}", case)
 
-    def add_requests(self, number: int, sent: int, failed: int) -> None:
-        self.scenarios[number].requests_sent += sent
-        self.scenarios[number].requests_failed += failed
+    def _rows(self, number: int, case: str | None) -> list[Scenario]:
+        scenario = self.scenarios[number]
+        return [scenario] if case is None else [scenario, scenario.cases[case]]
+
+    def record_phase(
+        self, number: int, test: str, phase: str, outcome: str, seconds: float, case: str | None = None
+    ) -> None:
+        """One phase (setup, call, teardown) of one test, as pytest reports it."""
+        for row in self._rows(number, case):
+            row.seconds += max(seconds, 0.0)
+            row.phases.setdefault(test, {})[phase] = outcome
+
+    def add_requests(self, number: int, sent: int, failed: int, case: str | None = None) -> None:
+        for row in self._rows(number, case):
+            row.requests_sent += sent
+            row.requests_failed += failed
 
     def as_dict(self) -> dict[str, Any]:
+        rows = []
+        for scenario in self.scenarios.values():
+            rows += [scenario.as_dict(), *(case.as_dict() for case in scenario.cases.values())]
         return {
             "setup_seconds": round(self.setup_seconds, 1),
             "teardown_seconds": round(self.teardown_seconds, 1),
-            "scenarios": [scenario.as_dict() for scenario in self.scenarios.values()],
+            "scenarios": rows,
         }
 
     def write(self, path: Path) -> Path:

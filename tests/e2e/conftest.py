@@ -12,7 +12,7 @@ the registry (Debian's docker-registry with TLS), PostgreSQL, ansible-playbook a
 HTTP traffic and the browser. What stands in: moto for EC2's and SSM's APIs, reached through
 AWS_ENDPOINT_URL only.
 
-The session brings the stand-in up fresh (`down`, then `up`), builds and pushes the four releases
+The session brings the stand-in up fresh (`down`, then `up`), builds and pushes the five releases
 the scenarios use once, and takes the stand-in down at the end (DEPLOYKIT_E2E_KEEP=1 leaves it up
 to look at). The numbered modules run in order and build on each other: each scenario starts from
 the fleet the one before left. Every ansible-playbook run is kept under reports/e2e/logs/, with
@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import html.parser
 import http.client
+import inspect
 import json
 import os
 import re
@@ -105,6 +106,45 @@ def scenario_number(path: Path) -> int | None:
     return int(match.group(1)) if match else None
 
 
+def case_of(item: pytest.Item) -> str | None:
+    """The case of its scenario a test belongs to, from the module's FAULT_CASES, if it has one.
+
+    FAULT_CASES maps the module-scoped fixture that injects a fault (the test's first argument
+    among them) to the case's title; a test parametrized with `case` belongs to that case.
+    """
+    cases = getattr(getattr(item, "module", None), "FAULT_CASES", None)
+    if not cases or not isinstance(item, pytest.Function):
+        return None
+    for argument in inspect.signature(item.function).parameters:
+        if argument in cases:
+            return cases[argument]
+    callspec = getattr(item, "callspec", None)
+    case = callspec.params.get("case") if callspec else None
+    return case if case in cases.values() else None
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Each case gets its row in reports/e2e.json, in the order its tests run."""
+    for item in session.items:
+        number, case = scenario_number(item.path), case_of(item)
+        if item.get_closest_marker("e2e") and number is not None and case is not None:
+            REPORT.declare_case(number, case)
+
+
+# The test whose setup runs now: a module-scoped fixture that injects a fault is set up by the
+# first test of its case.
+_setting_up: dict[str, pytest.Item] = {}
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
+    _setting_up["item"] = item
+    try:
+        return (yield)
+    finally:
+        _setting_up.pop("item", None)
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
     report = yield
@@ -113,7 +153,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         # The session's own setup and teardown (stand-in, images) are no scenario's time; pytest
         # counts them in the setup of the first test and the teardown of the last.
         seconds = report.duration - _session_time.pop(report.when, 0.0)
-        REPORT.record_phase(number, item.name, report.when, report.outcome, seconds)
+        REPORT.record_phase(number, item.name, report.when, report.outcome, seconds, case_of(item))
     return report
 
 
@@ -128,12 +168,14 @@ _session_time: dict[str, float] = {}
 
 @pytest.fixture(scope="module")
 def record_requests(request: pytest.FixtureRequest) -> Callable[[StreamResult], None]:
-    """Adds a request stream's counts to the module's scenario in reports/e2e.json."""
+    """Adds a request stream's counts to the module's scenario in reports/e2e.json, and to the case
+    whose fixture streamed them: the case of the test being set up when they are recorded."""
     number = scenario_number(request.node.path)
     assert number is not None, f"{request.node.path.name} is not a numbered e2e module"
 
     def record(result: StreamResult) -> None:
-        REPORT.add_requests(number, result.sent, result.failed)
+        item = _setting_up.get("item")
+        REPORT.add_requests(number, result.sent, result.failed, case_of(item) if item else None)
 
     return record
 
@@ -471,8 +513,8 @@ class Fleet:
         return int(status), body
 
     @staticmethod
-    def sh(name: str, script: str, *, check: bool = True) -> str:
-        return on_host(name, script, check=check)
+    def sh(name: str, script: str, *, check: bool = True, timeout: float = 120) -> str:
+        return on_host(name, script, check=check, timeout=timeout)
 
     def rollout_order(self) -> list[str]:
         """The web hosts the inventory finds, in the order a rollout takes them."""
@@ -610,6 +652,8 @@ class Releases:
     unready: Release
     # v2 plus a migration that always raises.
     failing_migration: Release
+    # v2 plus a 40 MiB layer of random bytes: a pull that needs room on the host's disk.
+    large: Release
 
 
 def _build_and_push(version: str, tag: str, *, context: Path = app_image.APP_DIR, base: str = "") -> Release:
@@ -626,7 +670,7 @@ def _build_and_push(version: str, tag: str, *, context: Path = app_image.APP_DIR
 
 
 def build_releases() -> Releases:
-    """The four releases, built from this tree (v1, v2) and from v2 plus a fixture (v3, v4)."""
+    """The five releases, built from this tree (v1, v2) and from v2 plus a fixture (v3 to v5)."""
     v1 = _build_and_push("v1", "e2e-v1")
     v2 = _build_and_push("v2", "e2e-v2")
     base = f"{REPOSITORY}:{v2.tag}"
@@ -637,6 +681,7 @@ def build_releases() -> Releases:
         failing_migration=_build_and_push(
             "v4", "e2e-v4-failing-migration", context=FIXTURES / "failing-migration", base=base
         ),
+        large=_build_and_push("v5", "e2e-v5-large", context=FIXTURES / "large-release", base=base),
     )
 
 

@@ -99,6 +99,9 @@ CASES = {
     ),
 }
 
+# Each bad input is a row of its own in reports/e2e.json (tests/e2e/conftest.py's case_of).
+FAULT_CASES = {case: case for case in CASES}
+
 
 @pytest.fixture(scope="module")
 def refusals(ansible, fleet, releases, ssm):

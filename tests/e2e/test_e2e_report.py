@@ -48,3 +48,21 @@ def test_scenario_counts_requests_and_time():
         0,
         30.5,
     )
+
+
+def test_each_case_of_a_scenario_has_its_row_after_the_scenario_s():
+    report = E2EReport()
+    report.declare_case(13, "a host unreachable at the plan")
+    report.declare_case(13, "a host's disk nearly full")
+    report.declare_case(13, "a host unreachable at the plan")
+    report.record_phase(13, "test_a", "call", "passed", 2.0, "a host unreachable at the plan")
+    report.record_phase(13, "test_b", "call", "failed", 3.0, "a host's disk nearly full")
+    report.add_requests(13, sent=100, failed=0, case="a host unreachable at the plan")
+    report.add_requests(13, sent=50, failed=2, case="a host's disk nearly full")
+    rows = [row for row in report.as_dict()["scenarios"] if row["name"].startswith("13")]
+    assert [(row["name"], row["passed"], row["requests_sent"], row["requests_failed"]) for row in rows] == [
+        (f"13 {SCENARIOS[13]}", False, 150, 2),
+        ("13.1 a host unreachable at the plan", True, 100, 0),
+        ("13.2 a host's disk nearly full", False, 50, 2),
+    ]
+    assert rows[2]["tests"] == {"test_b": "failed"}
