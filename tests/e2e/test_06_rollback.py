@@ -1,14 +1,69 @@
-"""Scenario 6: playbooks/rollback.yml returns every host to v1 without pulling anything."""
+"""Scenario 6: playbooks/rollback.yml returns every host to v1 without pulling anything.
+
+First, two rollbacks that must be refused before any host switches back: a release name that is
+no release ID or tag, and a fleet where the last host of the rollout lost the environment file of
+the release to return to (once, the first batch would have switched back and the fleet split).
+"""
 
 from __future__ import annotations
+
+import json
 
 import pytest
 
 pytestmark = pytest.mark.e2e
 
+CHECK_PLAY = "Check every host can return to the release"
+ROLLBACK_PLAY = "Roll back the release"
+STATE_FILE = "/var/lib/deploykit/app/state.json"
+
 
 @pytest.fixture(scope="module")
-def rollback(ansible):
+def refused(ansible, fleet):
+    """The two refused rollbacks, with the fleet's containers before and after each."""
+    runs = {}
+    before = fleet.snapshot()
+    runs["malformed"] = ansible.rollback(
+        "rollback-refused-malformed-release", "-e", "app_deploy_rollback_to=../v1"
+    )
+    last = fleet.rollout_order()[-1]
+    env_file = json.loads(fleet.sh(last, f"cat {STATE_FILE}"))["previous"]["env_file"]
+    fleet.sh(last, f"mv {env_file} {env_file}.aside")
+    try:
+        runs["env-file-gone"] = ansible.rollback("rollback-refused-env-file-gone")
+    finally:
+        fleet.sh(last, f"mv {env_file}.aside {env_file}")
+    return {
+        "runs": runs,
+        "last": last,
+        "before": before,
+        "after": fleet.snapshot(),
+        "versions": fleet.versions(),
+    }
+
+
+def test_a_release_name_that_is_no_id_or_tag_is_refused_naming_it(refused):
+    run = refused["runs"]["malformed"]
+    assert run.returncode != 0, run.tail()
+    assert 'app_deploy_rollback_to="../v1" is neither a release ID nor an image tag' in run.output, run.tail()
+    assert run.hosts_in(CHECK_PLAY) == [], run.tail()
+
+
+def test_a_host_that_cannot_return_stops_the_rollback_before_any_host_switches(refused):
+    run, last = refused["runs"]["env-file-gone"], refused["last"]
+    assert run.returncode != 0, run.tail()
+    assert [host for host, _ in run.failures()] == [last], run.tail()
+    assert "environment file missing" in run.play(CHECK_PLAY), run.tail()
+    assert run.hosts_in(ROLLBACK_PLAY) == [], run.tail()
+
+
+def test_refused_rollbacks_change_no_host(refused, fleet):
+    assert refused["after"] == refused["before"]
+    assert refused["versions"] == dict.fromkeys(fleet.names, "v2")
+
+
+@pytest.fixture(scope="module")
+def rollback(refused, ansible):
     return ansible.rollback("rollback-to-v1")
 
 
