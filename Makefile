@@ -40,7 +40,7 @@ lint: $(VENV)/.installed ## yamllint, ansible-lint, ruff, shellcheck, Django's d
 	@$(PY) -m deploykit check-deploy
 
 unit: setup ## Python and Django tests (real PostgreSQL), JUnit under reports/
-	pytest -m "not docker" --junitxml=$(REPORTS)/junit-unit.xml tests django_app/tests
+	pytest -m "not docker" --numprocesses auto --dist loadfile --junitxml=$(REPORTS)/junit-unit.xml tests django_app/tests
 
 image-test: setup ## Docker-backed tests: app image, platform, AWS stand-in, inventories, provisioning
 	pytest -m "docker and not e2e" --junitxml=$(REPORTS)/junit-image.xml tests
