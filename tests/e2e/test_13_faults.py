@@ -345,6 +345,8 @@ def test_the_other_hosts_serve_while_the_engine_is_started_again(engine_stopped)
 FREE_BYTES = 30 * 1024 * 1024
 SPARE_BYTES = 600 * 1024 * 1024
 FILL = "/var/lib/docker/deploykit-e2e-fill"
+# Written once the data is copied in: only a complete copy is ever copied back.
+MOVED = "/var/lib/docker/deploykit-e2e-moved"
 DISK = "/srv/deploykit-e2e-disk"
 
 # The app's containers stop before the engine does and start after it, so that they run from the
@@ -359,22 +361,30 @@ mount --bind /var/lib/docker {DISK}
 used=$(du -sxB1 {DISK} | cut -f1)
 mount -t tmpfs -o size=$((used + {SPARE_BYTES})),mode=0711 deploykit-e2e-disk /var/lib/docker
 cp -a {DISK}/. /var/lib/docker/
+touch {MOVED}
 systemctl start docker.socket docker.service
 [ -z "$running" ] || docker start $running >/dev/null
 free=$(df -B1 --output=avail /var/lib/docker | tail -1)
 fallocate -l $((free - {FREE_BYTES})) {FILL}
 """
 
+# Only what the move made is undone, and only a complete copy goes back: a move that stopped
+# halfway leaves Docker's data where it was.
 MOVE_BACK = f"""
 set -eu
-running=$(docker ps --quiet)
-[ -z "$running" ] || docker stop $running >/dev/null
-systemctl stop docker.socket docker.service
-rm -f {FILL}
-find {DISK} -mindepth 1 -maxdepth 1 -exec rm -rf {{}} +
-cp -a /var/lib/docker/. {DISK}/
-umount /var/lib/docker
-umount {DISK}
+running=""
+if grep -q "^deploykit-e2e-disk /var/lib/docker tmpfs " /proc/mounts; then
+    running=$(docker ps --quiet 2>/dev/null || true)
+    [ -z "$running" ] || docker stop $running >/dev/null
+    systemctl stop docker.socket docker.service
+    if [ -e {MOVED} ]; then
+        rm -f {FILL} {MOVED}
+        find {DISK} -mindepth 1 -maxdepth 1 -exec rm -rf {{}} +
+        cp -a /var/lib/docker/. {DISK}/
+    fi
+    umount /var/lib/docker
+fi
+if mountpoint -q {DISK}; then umount {DISK}; fi
 systemctl start docker.socket docker.service
 [ -z "$running" ] || docker start $running >/dev/null
 """
@@ -386,8 +396,8 @@ def disk_nearly_full(engine_stopped, ansible, fleet, releases, request_stream, r
     full = fleet.rollout_order()[-1]
     others = [host for host in fleet.hosts if host.name != full]
     versions_before = fleet.versions()
-    fleet.sh(full, MOVE_ONTO_SMALL_DISK, timeout=300)
     try:
+        fleet.sh(full, MOVE_ONTO_SMALL_DISK, timeout=300)
         wait_for(
             lambda: fleet.versions()[full] == versions_before[full], timeout=60, what=f"{full} to serve again"
         )
