@@ -32,7 +32,7 @@ options:
   factor:
     description: Bytes of free space needed per byte of missing layers to download.
     type: float
-    default: 3.5
+    required: true
 author:
   - deploykit
 """
@@ -41,6 +41,7 @@ EXAMPLES = r"""
 - name: Read whether the disk has room for the image
   app_deploy_pull_space:
     image: 123456789012.dkr.ecr.eu-west-1.amazonaws.com/app:3f2c1e9d8b7a
+    factor: 3.5
   register: pull_space
 """
 
@@ -123,7 +124,7 @@ def main() -> None:
     module = AnsibleModule(
         argument_spec={
             "image": {"type": "str", "required": True},
-            "factor": {"type": "float", "default": 3.5},
+            "factor": {"type": "float", "required": True},
         },
         supports_check_mode=True,
     )
