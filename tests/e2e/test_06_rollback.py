@@ -1,8 +1,9 @@
 """Scenario 6: playbooks/rollback.yml returns every host to v1 without pulling anything.
 
-First, two rollbacks that must be refused before any host switches back: a release name that is
-no release ID or tag, and a fleet where the last host of the rollout lost the environment file of
-the release to return to (once, the first batch would have switched back and the fleet split).
+First, three rollbacks that must be refused before any host switches back: a release name that is
+no release ID or tag, a fleet where the last host of the rollout lost the environment file of the
+release to return to (once, the first batch would have switched back and the fleet split), and a
+fleet whose last host does not answer (frozen with docker pause).
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ STATE_FILE = "/var/lib/deploykit/app/state.json"
 
 
 @pytest.fixture(scope="module")
-def refused(ansible, fleet):
-    """The two refused rollbacks, with the fleet's containers before and after each."""
+def refused(ansible, fleet, freeze):
+    """The three refused rollbacks, with the fleet's containers before and after them."""
     runs = {}
     before = fleet.snapshot()
     runs["malformed"] = ansible.rollback(
@@ -33,6 +34,12 @@ def refused(ansible, fleet):
         runs["env-file-gone"] = ansible.rollback("rollback-refused-env-file-gone")
     finally:
         fleet.sh(last, f"mv {env_file}.aside {env_file}")
+    freeze(last, True)
+    try:
+        # A short connect timeout keeps the wait for the frozen host short, as in scenario 13.
+        runs["unreachable"] = ansible.rollback("rollback-refused-host-unreachable", ANSIBLE_TIMEOUT="5")
+    finally:
+        freeze(last, False)
     return {
         "runs": runs,
         "last": last,
@@ -54,6 +61,14 @@ def test_a_host_that_cannot_return_stops_the_rollback_before_any_host_switches(r
     assert run.returncode != 0, run.tail()
     assert [host for host, _ in run.failures()] == [last], run.tail()
     assert "environment file missing" in run.play(CHECK_PLAY), run.tail()
+    assert run.hosts_in(ROLLBACK_PLAY) == [], run.tail()
+
+
+def test_a_host_that_does_not_answer_stops_the_rollback_before_any_host_switches(refused):
+    run, last = refused["runs"]["unreachable"], refused["last"]
+    assert run.returncode != 0, run.tail()
+    assert run.recap()[last]["unreachable"] == 1, run.tail()
+    assert f"fatal: [{last}]: UNREACHABLE!" in run.play(CHECK_PLAY), run.tail()
     assert run.hosts_in(ROLLBACK_PLAY) == [], run.tail()
 
 
