@@ -57,6 +57,9 @@ def expected_daemon_json(config: dict[str, Any]) -> dict[str, Any]:
     expected = {
         "log-driver": config["docker_engine_log_driver"],
         "live-restore": config["docker_engine_live_restore_enabled"],
+        "icc": config["docker_engine_icc_enabled"],
+        "no-new-privileges": config["docker_engine_no_new_privileges_enabled"],
+        "userland-proxy": config["docker_engine_userland_proxy_enabled"],
     }
     optional = {
         "log-opts": config["docker_engine_log_options"],

@@ -52,6 +52,7 @@ def test_hardened_container_runs(host, test_image):
     output = host.check_output(
         "docker run --rm --read-only --tmpfs /tmp --cap-drop ALL"
         " --security-opt no-new-privileges --user 65534:65534 --network none"
+        " --memory 64m --cpus 1 --pids-limit 64"
         " %s sh -c 'echo ok > /tmp/probe && cat /tmp/probe'",
         test_image,
     )

@@ -9,6 +9,9 @@ from docker_engine_scenario import FULL, configured, hosts
 
 testinfra_hosts = hosts(FULL)
 FULL_CONFIG = configured(FULL)
+REGISTRIES = [
+    certificate["registry"] for certificate in FULL_CONFIG["docker_engine_registry_ca_certificates"]
+]
 
 
 @pytest.mark.parametrize(
@@ -18,8 +21,27 @@ FULL_CONFIG = configured(FULL)
 )
 def test_registry_ca_certificate_is_installed(host, certificate):
     ca_file = host.file(f"/etc/docker/certs.d/{certificate['registry']}/ca.crt")
-    assert ca_file.mode == 0o644
     assert ca_file.content_string == certificate["content"].strip() + "\n"
+
+
+@pytest.mark.parametrize(
+    "certificate",
+    FULL_CONFIG["docker_engine_registry_ca_certificates"],
+    ids=lambda certificate: certificate["registry"],
+)
+def test_registry_ca_certificate_is_read_only_and_owned_by_root(host, certificate):
+    # CIS 3.7 and 3.8.
+    ca_file = host.file(f"/etc/docker/certs.d/{certificate['registry']}/ca.crt")
+    assert (ca_file.user, ca_file.group, ca_file.mode) == ("root", "root", 0o444)
+
+
+@pytest.mark.parametrize(
+    "directory",
+    ["/etc/docker/certs.d"] + [f"/etc/docker/certs.d/{registry}" for registry in REGISTRIES],
+)
+def test_certificate_directory_is_writable_by_root_only(host, directory):
+    certs_dir = host.file(directory)
+    assert (certs_dir.user, certs_dir.group, certs_dir.mode) == ("root", "root", 0o755)
 
 
 @pytest.mark.parametrize("registry", FULL_CONFIG["docker_engine_insecure_registries"])
