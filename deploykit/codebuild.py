@@ -43,6 +43,7 @@ from deploykit.buildspec import PHASE_NAMES, Buildspec, BuildspecError, Phase, R
 from deploykit.system import CACHE, DOCKER, ROOT
 
 PROJECT_VARS = ROOT / "playbooks" / "vars" / "codebuild.yml"
+DEPLOY_BUILDSPEC = Path("buildspec-deploy.yml")
 BUILDS_DIR = CACHE / "builds"
 DEFAULT_REGION = "us-east-1"
 # moto's default account: the local stand-in answers for it, and nothing here calls STS for it.
@@ -62,11 +63,16 @@ GIT_HOOK_VARIABLES = (
     "GIT_PREFIX",
 )
 
+# What an operator's shell holds to deploy by hand (deploykit.standin.ssh_environment gives the
+# stand-in's): never passed on to a build.
+CALLER_SSH_VARIABLES = ("SSH_AUTH_SOCK", "SSH_AGENT_PID", "ANSIBLE_PRIVATE_KEY_FILE", "DEPLOYKIT_KNOWN_HOSTS")
+
 DEVIATIONS = (
     "Commands run on this host as the current user, not in a CodeBuild image: the host's tools are used, "
     "runtime-versions, run-as and git-credential-helper are reported and ignored.",
     "The build inherits the caller's environment (PATH, AWS_ENDPOINT_URL, credentials) beneath the "
-    "buildspec's variables; a CodeBuild image starts from its own.",
+    "buildspec's variables, except the caller's SSH agent, key file and known_hosts; a CodeBuild image "
+    "starts from its own.",
     "Only bash is run (env.shell /bin/sh and the Windows shells are refused before the build).",
     "Shell state carried between commands: variables (exported or not) and the working directory; "
     "shell options (set -e), functions, aliases and traps are not carried; a command that replaces the "
@@ -101,27 +107,35 @@ class Project:
     timeout_minutes: float = 60
     filter_groups: Any = None
     source: Path | None = None
+    # The build project's is read from the pushed source; the deploy project's is fixed in its
+    # definition (on AWS the text itself; here the file of the repository the trigger was set up in).
+    buildspec: Path = Path("buildspec.yml")
 
 
-def load_project(path: Path | None = PROJECT_VARS) -> Project:
-    """Read the CodeBuild project definition; defaults when the file is absent."""
+def load_project(path: Path | None = PROJECT_VARS, *, stage: str = "build") -> Project:
+    """Read one of the two CodeBuild projects' definitions: the build project (`codebuild_*`, started
+    by a push) or the deploy project (`codebuild_deploy_*`, started when a build succeeds); defaults
+    when the file is absent."""
+    prefix = {"build": "codebuild_", "deploy": "codebuild_deploy_"}[stage]
     if path is None or not path.exists():
-        return Project()
+        return Project() if stage == "build" else Project(name="deploykit-deploy", buildspec=DEPLOY_BUILDSPEC)
     data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     variables = []
-    for item in data.get("codebuild_environment_variables") or []:
+    for item in data.get(f"{prefix}environment_variables") or []:
         kind = str(item.get("type", "PLAINTEXT"))
         if kind not in ("PLAINTEXT", "PARAMETER_STORE", "SECRETS_MANAGER"):
             raise BuildspecError(
-                str(path), [f"codebuild_environment_variables.{item.get('name')}: type {kind!r}"]
+                str(path), [f"{prefix}environment_variables.{item.get('name')}: type {kind!r}"]
             )
         variables.append({"name": str(item["name"]), "value": str(item["value"]), "type": kind})
+    default_name = "deploykit" if stage == "build" else "deploykit-deploy"
     return Project(
-        name=str(data.get("codebuild_project_name", "deploykit")),
+        name=str(data.get(f"{prefix}project_name", default_name)),
         environment_variables=tuple(variables),
-        timeout_minutes=float(data.get("codebuild_timeout_in_minutes", 60)),
-        filter_groups=data.get("codebuild_webhook_filter_groups"),
+        timeout_minutes=float(data.get(f"{prefix}timeout_in_minutes", 60)),
+        filter_groups=data.get("codebuild_webhook_filter_groups") if stage == "build" else None,
         source=path,
+        buildspec=Path(str(data.get(f"{prefix}buildspec", "buildspec.yml"))),
     )
 
 
@@ -694,6 +708,13 @@ class BuildResult:
         }
 
 
+def without_caller_ssh(environment: Mapping[str, str]) -> dict[str, str]:
+    """A copy of the environment without the caller's SSH material: a CodeBuild container starts with
+    no agent, no deploy key and no known_hosts of an operator's, so a local build must not have
+    them either, or a deploy stage that failed to load its own would still reach the hosts."""
+    return {name: value for name, value in environment.items() if name not in CALLER_SSH_VARIABLES}
+
+
 def without_git_hook_variables(environment: Mapping[str, str]) -> dict[str, str]:
     """A copy of the environment without the variables git sets for hooks."""
     return {
@@ -862,7 +883,8 @@ def _build_image_tools(path: str) -> Path | None:
 def _initial_environment(
     request: BuildRequest, spec: Buildspec, result: BuildResult, masker: Masker
 ) -> dict[str, str]:
-    base = dict(request.base_environment if request.base_environment is not None else os.environ)
+    caller = request.base_environment if request.base_environment is not None else os.environ
+    base = without_caller_ssh(caller)
     region = _region(request, base)
     environment = dict(base)
     # Lowest to highest precedence: buildspec, project definition, start-build overrides.

@@ -30,15 +30,30 @@ BRANCH = "main"
 def local_build_overrides() -> dict[str, str]:
     """What a build on the local stand-in differs in, as a CodeBuild project's variables would."""
     overrides = {
-        "DEPLOY_ENV": "local",
         "REGISTRY": f"{network.GATEWAY}:5443",
         "BASE_IMAGE": app_image.LOCAL_BASE_IMAGE,
-        # The hosts' SSH key and known host keys, which a clean checkout does not have.
-        "DEPLOYKIT_STANDIN_DIR": str(standin.STATE_DIR),
     }
     if app_image.HOST_CA_BUNDLE.is_file():
         overrides["BUILD_CA_BUNDLE"] = str(app_image.HOST_CA_BUNDLE)
     return overrides
+
+
+def local_deploy_overrides() -> dict[str, str]:
+    """The deploy project's variables for the local environment, as provision.yml sets them on AWS:
+    which environment, and the SSM parameter that holds the deploy key (the stand-in stores it)."""
+    return {"DEPLOY_ENV": "local", "DEPLOY_SSH_KEY_PARAMETER": standin.DEPLOY_KEY_PARAMETER}
+
+
+def init_trigger() -> None:
+    """The local remote's push trigger: the build project, then the deploy project on success."""
+    git_trigger.init_remote(
+        REMOTE,
+        vars_path=codebuild.PROJECT_VARS,
+        builds_dir=codebuild.BUILDS_DIR,
+        env_overrides=local_build_overrides(),
+        deploy_buildspec=ROOT / codebuild.load_project(stage="deploy").buildspec,
+        deploy_env_overrides=local_deploy_overrides(),
+    )
 
 
 def current_commit() -> str:
@@ -74,12 +89,7 @@ def serving_publicly() -> str:
 def push() -> str:
     """Push the current commit to the local remote's main (the hook builds and deploys it); return it."""
     commit = current_commit()
-    git_trigger.init_remote(
-        REMOTE,
-        vars_path=codebuild.PROJECT_VARS,
-        builds_dir=codebuild.BUILDS_DIR,
-        env_overrides=local_build_overrides(),
-    )
+    init_trigger()
     git_trigger.add_git_remote(REMOTE_NAME, REMOTE)
     if _remote_main() == commit:
         say(f"{REMOTE_NAME}/{BRANCH} is already at {commit[:12]}: nothing to push")

@@ -6,7 +6,10 @@ message, actor), applies the project's webhook filter groups from `playbooks/var
 on a match runs the buildspec of the pushed commit with the local runner, in a clean checkout of that
 commit, streaming the build's output back to the pusher. No match prints one line with the reason.
 Deleting a branch or tag starts nothing. Builds of one project never overlap: the runner's lock
-refuses a second one (or queues it, with `init --wait`).
+refuses a second one (or queues it, with `init --wait`). With `init --deploy-buildspec`, a build that
+succeeds starts the deploy project, as its EventBridge rule does on AWS: a fresh checkout of the
+commit the build exported, the deploy buildspec of the repository the trigger was set up in, and
+the image the build pushed in IMAGE_URI.
 
 The builds it starts get the environment of the push (AWS_ENDPOINT_URL and the like) and, above the
 buildspec's variables, the start-build overrides given to `init --env-override K=V`: what a local build
@@ -134,6 +137,51 @@ def _say(out: TextIO, message: str) -> None:
     out.flush()
 
 
+@dataclass(frozen=True)
+class DeployStage:
+    """The deploy project, as EventBridge starts it on AWS when a build of the build project succeeds:
+    its buildspec is fixed (a file of the repository the trigger was set up in, never the pushed
+    one), its source is the commit the build exported, and its one input is the image it pushed."""
+
+    project: codebuild.Project
+    buildspec: Path
+    env_overrides: dict[str, str]
+
+
+# What the build project exports for the deploy stage, in the order of buildspec.yml's
+# exported-variables (EventBridge's rule reads them by position on AWS).
+DEPLOY_INPUTS = ("IMAGE_URI", "SOURCE_COMMIT")
+
+
+def run_deploy_stage(
+    repo: Path, build: codebuild.BuildResult, stage: DeployStage, *, builds_dir: Path, wait: bool, out: TextIO
+) -> codebuild.BuildResult | None:
+    """Start the deploy project for a build that succeeded, as its EventBridge rule does on AWS."""
+    image, commit = (build.exported_variables.get(name) for name in DEPLOY_INPUTS)
+    if not image or not commit:
+        missing = " and ".join(name for name in DEPLOY_INPUTS if not build.exported_variables.get(name))
+        _say(out, f"no deploy: build {build.build_id} exported no {missing}")
+        return None
+    _say(out, f"build {build.build_id} succeeded: deploying {image} ({stage.project.name})")
+    request = codebuild.BuildRequest(
+        buildspec=stage.buildspec.resolve(),
+        project=stage.project,
+        env_overrides={**stage.env_overrides, "IMAGE_URI": image},
+        source_version=commit,
+        resolved_source_version=commit,
+        source_repo_url=repo.resolve().as_uri(),
+        initiator=f"rule/{stage.project.name}-on-build-succeeded",
+        builds_dir=builds_dir,
+        timeout_seconds=stage.project.timeout_minutes * 60,
+        wait_for_lock=wait,
+        base_environment=codebuild.without_git_hook_variables(os.environ),
+        echo=out,
+    )
+    with clean_checkout(repo, commit) as source:
+        request.source_dir = source
+        return codebuild.run_build(request)
+
+
 def handle_push(
     repo: Path,
     updates: Sequence[RefUpdate],
@@ -144,8 +192,10 @@ def handle_push(
     wait: bool,
     out: TextIO,
     env_overrides: dict[str, str] | None = None,
+    deploy: DeployStage | None = None,
 ) -> list[codebuild.BuildResult]:
-    """Apply the filter groups to each pushed ref and run a build for each accepted one."""
+    """Apply the filter groups to each pushed ref and run a build for each accepted one, then the
+    deploy stage for each build that succeeded (when there is one)."""
     groups = parse_filter_groups(project.filter_groups)
     actor = push_actor()
     results = []
@@ -177,9 +227,20 @@ def handle_push(
         with clean_checkout(repo, commit) as source:
             request.source_dir = source
             try:
-                results.append(codebuild.run_build(request))
+                build = codebuild.run_build(request)
             except (BuildspecError, codebuild.BuildRefused) as error:
                 _say(out, f"no build for {update.ref}: {error}")
+                continue
+        results.append(build)
+        if deploy is None or not build.succeeded:
+            continue
+        try:
+            deployed = run_deploy_stage(repo, build, deploy, builds_dir=builds_dir, wait=wait, out=out)
+        except (BuildspecError, codebuild.BuildRefused) as error:
+            _say(out, f"no deploy of {update.ref}: {error}")
+            continue
+        if deployed is not None:
+            results.append(deployed)
     return results
 
 
@@ -208,8 +269,11 @@ def init_remote(
     project_root: Path = ROOT,
     wait: bool = False,
     env_overrides: dict[str, str] | None = None,
+    deploy_buildspec: Path | None = None,
+    deploy_env_overrides: dict[str, str] | None = None,
 ) -> Path:
-    """Create (or update) the bare repository and its post-receive hook; return the hook's path."""
+    """Create (or update) the bare repository and its post-receive hook; return the hook's path.
+    With `deploy_buildspec`, a build that succeeds starts the deploy project with it."""
     remote = remote.resolve()
     # Fail now, not at the first push, if the filter groups are not valid.
     parse_filter_groups(codebuild.load_project(vars_path).filter_groups)
@@ -222,6 +286,10 @@ def init_remote(
     arguments += ["--buildspec", str(buildspec)] + (["--wait"] if wait else [])
     for name, value in (env_overrides or {}).items():
         arguments += ["--env-override", f"{name}={value}"]
+    if deploy_buildspec is not None:
+        arguments += ["--deploy-buildspec", str(deploy_buildspec.resolve())]
+        for name, value in (deploy_env_overrides or {}).items():
+            arguments += ["--deploy-env-override", f"{name}={value}"]
     hook = remote / "hooks" / "post-receive"
     # absolute(), not resolve(): a venv's python is a symlink, and following it would leave the venv.
     hook.write_text(_hook_script(python.absolute(), project_root.resolve(), arguments), encoding="utf-8")
@@ -260,12 +328,22 @@ def _parser() -> argparse.ArgumentParser:
         "--env-override", type=codebuild.parse_override, action="append", default=[], metavar="K=V",
         help="start-build override for every build the hook starts; repeatable",
     )  # fmt: skip
+    init.add_argument(
+        "--deploy-buildspec", type=Path, metavar="PATH",
+        help="the deploy project's buildspec (e.g. buildspec-deploy.yml): run after each build that succeeds",
+    )  # fmt: skip
+    init.add_argument(
+        "--deploy-env-override", type=codebuild.parse_override, action="append", default=[], metavar="K=V",
+        help="start-build override for every deploy the hook starts; repeatable",
+    )  # fmt: skip
     hook = commands.add_parser("hook", help="(run by git) handle a push read from standard input")
     hook.add_argument("--vars", type=Path, required=True)
     hook.add_argument("--builds-dir", type=Path, required=True)
     hook.add_argument("--buildspec", type=Path, default=Path("buildspec.yml"))
     hook.add_argument("--wait", action="store_true")
     hook.add_argument("--env-override", type=codebuild.parse_override, action="append", default=[])
+    hook.add_argument("--deploy-buildspec", type=Path)
+    hook.add_argument("--deploy-env-override", type=codebuild.parse_override, action="append", default=[])
     check = commands.add_parser("check", help="show whether a push of REF would start a build")
     check.add_argument("ref", help="refs/heads/NAME or refs/tags/NAME")
     check.add_argument("--vars", type=Path, default=codebuild.PROJECT_VARS)
@@ -287,6 +365,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 python=args.python,
                 wait=args.wait,
                 env_overrides=dict(args.env_override),
+                deploy_buildspec=args.deploy_buildspec,
+                deploy_env_overrides=dict(args.deploy_env_override),
             )
             if args.add_remote:
                 add_git_remote(args.add_remote, args.remote)
@@ -315,6 +395,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             wait=args.wait,
             out=sys.stdout,
             env_overrides=dict(args.env_override),
+            deploy=None
+            if args.deploy_buildspec is None
+            else DeployStage(
+                codebuild.load_project(args.vars, stage="deploy"),
+                args.deploy_buildspec,
+                dict(args.deploy_env_override),
+            ),
         )
         # The push is already accepted; a failed build is reported in the output, not by the status.
         return 0

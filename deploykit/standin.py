@@ -27,6 +27,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -46,6 +47,10 @@ ENV_FILE = STATE_DIR / "env"
 STATE_FILE = STATE_DIR / "state.json"
 MOTO_PID = STATE_DIR / "moto.pid"
 MOTO_LOG = STATE_DIR / "moto.log"
+# Each registered instance's serial console, as deploykit.moto_server answers GetConsoleOutput.
+CONSOLE_DIR = STATE_DIR / "console"
+# provision_deploy_key_parameter (playbooks/vars/provision.yml) for the local environment.
+DEPLOY_KEY_PARAMETER = "/deploykit/local/DEPLOY_SSH_KEY"
 BENCH_INVENTORY = STATE_DIR / "bench-inventory"
 # ansible.cfg's fact_caching_connection: facts are cached per host name, and a new host of an old
 # name must not inherit the facts (addresses, interpreter) of the one before.
@@ -167,10 +172,18 @@ def environment() -> dict[str, str]:
     }
 
 
+def ssh_environment() -> dict[str, str]:
+    """What an operator's deploy by hand needs to reach the hosts, as on AWS: the deploy key and the
+    hosts' known keys. A build has neither: the deploy stage loads the key from SSM into an agent
+    and reads the host keys from the console (buildspec-deploy.yml), and the local runner drops these."""
+    return {"ANSIBLE_PRIVATE_KEY_FILE": str(SSH_KEY), "DEPLOYKIT_KNOWN_HOSTS": str(KNOWN_HOSTS)}
+
+
 def tool_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
-    """A copy of `base` (default: this process's environment) pointed at the stand-in."""
+    """A copy of `base` (default: this process's environment) pointed at the stand-in and its hosts."""
     env = {key: value for key, value in (os.environ if base is None else base).items() if key not in _UNSET}
     env.update(environment())
+    env.update(ssh_environment())
     return env
 
 
@@ -179,7 +192,7 @@ def env_script() -> str:
         "# The local AWS stand-in (python -m deploykit.standin). Load with:",
         '#   eval "$(.venv/bin/python -m deploykit.standin env)"   or   . .cache/standin/env',
         f"unset {' '.join(_UNSET)}",
-        *(f"export {key}={shlex.quote(value)}" for key, value in environment().items()),
+        *(f"export {key}={shlex.quote(value)}" for key, value in (environment() | ssh_environment()).items()),
     ]
     return "\n".join(lines) + "\n"
 
@@ -241,22 +254,26 @@ def moto_pid() -> int | None:
     return pid if _pid_alive(pid) else None
 
 
+def moto_command(console_dir: Path, port: int) -> list[str]:
+    """The command that serves the stand-in's AWS APIs: moto, with the instances' consoles."""
+    return [sys.executable, "-m", "deploykit.moto_server", "--console-dir", str(console_dir),
+            "-H", "127.0.0.1", "-p", str(port)]  # fmt: skip
+
+
 def _start_moto() -> subprocess.Popen[bytes] | None:
     """Start moto_server detached unless a moto already answers; return the new process."""
     if moto_answers():
         return None
     if _port_taken():
         raise SetupError(f"port {MOTO_PORT} answers but not as moto; free it or set DEPLOYKIT_MOTO_PORT")
-    server = shutil.which("moto_server", path=str(Path(sys.executable).parent)) or shutil.which("moto_server")
-    if server is None:
-        raise SetupError("moto_server is not installed; run `make setup` (it installs requirements.txt)")
-    STATE_DIR.mkdir(parents=True, exist_ok=True)
+    CONSOLE_DIR.mkdir(parents=True, exist_ok=True)
     say(f"starting moto on {ENDPOINT} (log: {MOTO_LOG.relative_to(ROOT)})")
     env = {**os.environ, "MOTO_IAM_LOAD_MANAGED_POLICIES": "true"}
     with MOTO_LOG.open("ab") as log:
         # A new session detaches moto from the caller's process group: it outlives `up`.
         process = subprocess.Popen(
-            [server, "-H", "127.0.0.1", "-p", str(MOTO_PORT)],
+            moto_command(CONSOLE_DIR, MOTO_PORT),
+            cwd=ROOT,
             stdout=log,
             stderr=log,
             stdin=subprocess.DEVNULL,
@@ -692,6 +709,48 @@ def _await_ssh(hosts: list[Host]) -> dict[str, str]:
     return lines
 
 
+def _host_public_keys(name: str) -> list[str]:
+    """Every public host key the host made, read inside the container (out of band)."""
+    result = _docker("exec", name, "sh", "-c", "cat /etc/ssh/ssh_host_*_key.pub", check=False)
+    return [" ".join(line.split()[:2]) for line in result.stdout.splitlines() if len(line.split()) >= 2]
+
+
+def console_output(name: str, keys: list[str]) -> str:
+    """The serial console of a Debian AMI's first boot as far as the deploy reads it: cloud-init's
+    fingerprints and host keys, between kernel lines, in the format cloud-init prints them."""
+    with tempfile.NamedTemporaryFile("w", suffix=".pub") as listed:
+        listed.write("".join(f"{key} root@{name}\n" for key in keys))
+        listed.flush()
+        fingerprints = run(["ssh-keygen", "-l", "-f", listed.name]).stdout.splitlines()
+    rule = "#" * 61
+    return "\n".join(
+        [
+            "[    0.000000] Linux version 6.1.0-28-cloud-amd64 (debian-kernel@lists.debian.org)",
+            f"[   11.412803] cloud-init[512]: Cloud-init v. 22.4.2 running 'modules:final' (stand-in {name})",
+            f"<14>Dec  7 00:00:12 cloud-init: {rule}",
+            "<14>Dec  7 00:00:12 cloud-init: -----BEGIN SSH HOST KEY FINGERPRINTS-----",
+            *(f"<14>Dec  7 00:00:12 cloud-init: {line}" for line in fingerprints),
+            "<14>Dec  7 00:00:12 cloud-init: -----END SSH HOST KEY FINGERPRINTS-----",
+            f"<14>Dec  7 00:00:12 cloud-init: {rule}",
+            "-----BEGIN SSH HOST KEY KEYS-----",
+            *(f"{key} root@{name}" for key in keys),
+            "-----END SSH HOST KEY KEYS-----",
+            "[   12.004311] cloud-init[512]: Cloud-init v. 22.4.2 finished. Datasource DataSourceEc2Local.",
+            "",
+        ]
+    )
+
+
+def _write_consoles(fleet: list[Host], changes: list[str]) -> None:
+    """Each host's console, where deploykit.moto_server answers GetConsoleOutput from."""
+    for host in fleet:
+        keys = _host_public_keys(host.name)
+        if not keys:
+            raise SetupError(f"{host.name} holds no SSH host keys in /etc/ssh")
+        if _write_if_changed(CONSOLE_DIR / host.instance_id, console_output(host.name, keys)):
+            changes.append(f"{host.name}: the console of {host.instance_id} shows its {len(keys)} host keys")
+
+
 # ---------------------------------------------------------------------------------------------
 # up, down, status
 
@@ -770,6 +829,7 @@ def up(hosts: int = DEFAULT_HOSTS, distro: str = MIXED) -> list[Host]:
         if _await_moto(moto):
             changes.append(f"moto started on {ENDPOINT}")
         made = _register(ec2_client(), fleet, changes)
+        _write_consoles(fleet, changes)
         changes += _ensure_load_balancer(fleet, made)
         _ensure_app_parameters(changes)
         if _write_if_changed(ENV_FILE, env_script()):
@@ -854,6 +914,17 @@ def _ensure_app_parameters(changes: list[str]) -> None:
             changes.append(f"SSM parameter {name} created")
         except ssm.exceptions.ParameterAlreadyExists:
             pass
+    # The deploy key, where provision.yml stores the private half of the instances' key pair on
+    # AWS and where the deploy stage reads it from: the stand-in's hosts trust this key. Kept equal
+    # to the key file, which a new stand-in state directory makes anew.
+    name, key = DEPLOY_KEY_PARAMETER, SSH_KEY.read_text()
+    try:
+        stored = ssm.get_parameter(Name=name, WithDecryption=True)["Parameter"]["Value"]
+    except ssm.exceptions.ParameterNotFound:
+        stored = None
+    if stored != key:
+        ssm.put_parameter(Name=name, Value=key, Type="SecureString", Overwrite=True)
+        changes.append(f"SSM parameter {name} holds the stand-in's deploy key")
 
 
 def _state(fleet: list[Host]) -> dict[str, Any]:

@@ -8,7 +8,6 @@ import os
 import secrets
 import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -25,7 +24,9 @@ from docker.errors import DockerException, NotFound
 from docker.models.containers import Container
 from psycopg import sql
 
+from deploykit import standin
 from deploykit.app_image import build as build_app_image
+from deploykit.system import ROOT
 
 POSTGRES_URL_FILE = Path(__file__).resolve().parents[1] / ".cache" / "postgres-url"
 APP_PORT = "8000/tcp"
@@ -176,18 +177,21 @@ _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 def moto_server(tmp_path_factory: pytest.TempPathFactory) -> MotoServer:
     """Starts a moto server on a free port of 127.0.0.1 (never the stand-in's) for the test module
     or test that asks, and stops it when that `request` ends: `moto_server(request, **env)` returns
-    its endpoint. `env` adds moto's settings (MOTO_ENABLE_KEYPAIR_VALIDATION=true, say)."""
+    its endpoint. `env` adds moto's settings (MOTO_ENABLE_KEYPAIR_VALIDATION=true, say). It is the
+    stand-in's moto (deploykit.moto_server): GetConsoleOutput of an instance answers with the file
+    `console_dir/<instance id>` when the caller names a `console_dir` and writes one there."""
 
-    def start(request: pytest.FixtureRequest, **env: str) -> str:
+    def start(request: pytest.FixtureRequest, *, console_dir: Path | None = None, **env: str) -> str:
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             port = probe.getsockname()[1]
         endpoint = f"http://127.0.0.1:{port}"
-        log_path = tmp_path_factory.mktemp("moto") / "moto.log"
+        folder = tmp_path_factory.mktemp("moto")
+        log_path = folder / "moto.log"
         with log_path.open("wb") as log:
             server = subprocess.Popen(
-                [str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(port)],
-                stdout=log, stderr=log, stdin=subprocess.DEVNULL, env={**os.environ, **env},
+                standin.moto_command(console_dir or folder / "console", port),
+                cwd=ROOT, stdout=log, stderr=log, stdin=subprocess.DEVNULL, env={**os.environ, **env},
             )  # fmt: skip
 
         def stop() -> None:

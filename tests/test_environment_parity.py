@@ -34,13 +34,8 @@ ALLOWED_DIFFERENCES = {
     ("all", "docker_engine_apt_proxy"): "endpoint: the platform's apt cache, for the region's mirror",
     ("all", "app_gunicorn_workers"): "size: hosts are containers sharing this machine's two cores",
     ("all", "app_deploy_memory"): "size: hosts are containers sharing this machine's memory",
-    # SSH: how the controller trusts the hosts and logs in. Production's key comes from the build's
-    # ssh-agent and its host keys from EC2's console output; the stand-in's from its own directory.
-    ("aws_ec2", "deploykit_standin_dir"): "trust material: the stand-in's SSH key and host keys",
-    ("aws_ec2", "deploykit_known_hosts_file"): "trust material: the build's known_hosts file",
-    ("aws_ec2", "ansible_ssh_private_key_file"): "trust material: the stand-in's deploy key",
-    ("aws_ec2", "ansible_ssh_common_args"): "trust material: which known_hosts file is used",
-    ("aws_ec2", "ansible_control_path"): "address: stand-in hosts reuse addresses within seconds",
+    # SSH is not among them: every environment's controller logs in with the deploy key in an
+    # ssh-agent (from SSM) and the host keys EC2's console shows (buildspec-deploy.yml).
 }
 
 # Settings whose production value is the safe one; no environment file may set them.

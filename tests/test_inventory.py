@@ -108,11 +108,13 @@ def test_hosts_log_in_as_the_debian_ami_user(env):
     assert _group_vars(env, "connection.yml", "aws_ec2")["ansible_user"] == "admin"
 
 
-def test_the_aws_environments_connect_the_same_way():
-    # Production and staging differ in data only; how SSH reaches and trusts a host is not data.
-    assert _group_vars("production", "connection.yml", "aws_ec2") == _group_vars(
-        "staging", "connection.yml", "aws_ec2"
-    )
+def test_every_environment_connects_the_same_way():
+    # The environments differ in data only; how SSH reaches and trusts a host is not data, and the
+    # local stand-in's hosts are reached the way production's are (deploy key in an agent, host keys
+    # from the console): no comment aside, the files hold the same settings.
+    production = _group_vars("production", "connection.yml", "aws_ec2")
+    assert _group_vars("staging", "connection.yml", "aws_ec2") == production
+    assert _group_vars("local", "connection.yml", "aws_ec2") == production
 
 
 def test_inventory_cache_is_configured_but_left_off():
@@ -122,14 +124,14 @@ def test_inventory_cache_is_configured_but_left_off():
     assert config["cache_connection"].startswith(".cache/")
 
 
-def test_local_connection_paths_start_at_the_inventory():
+def test_no_environment_names_a_key_file_or_known_hosts_of_its_own():
+    # The key comes from an ssh-agent (the deploy stage's, or an operator's) and the host keys from
+    # the file DEPLOYKIT_KNOWN_HOSTS names: nothing in the inventory points at trust material.
     connection = _group_vars("local", "connection.yml", "aws_ec2")
-    # Relative to the inventory, unless a build in a clean checkout names the stand-in's directory.
-    assert "(inventory_dir ~ '/../../.cache/standin')" in connection["deploykit_standin_dir"]
-    assert "'DEPLOYKIT_STANDIN_DIR'" in connection["deploykit_standin_dir"]
-    assert connection["ansible_ssh_private_key_file"].startswith("{{ deploykit_standin_dir }}/")
+    assert "ansible_ssh_private_key_file" not in connection
+    assert "IdentitiesOnly" not in connection["ansible_ssh_common_args"]
     assert (
-        "UserKnownHostsFile={{ deploykit_standin_dir }}/known_hosts" in connection["ansible_ssh_common_args"]
+        "lookup('ansible.builtin.env', 'DEPLOYKIT_KNOWN_HOSTS')" in connection["deploykit_known_hosts_file"]
     )
 
 

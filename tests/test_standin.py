@@ -38,12 +38,15 @@ def _standin(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def _ansible(*args: str, tool: str = "ansible") -> subprocess.CompletedProcess[str]:
-    env = {key: value for key, value in standin.tool_env().items() if key not in _CALLER_SETTINGS}
+def _ansible(
+    *args: str, tool: str = "ansible", env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Ansible as an operator runs it by hand, with the stand-in's key and known hosts (or `env`'s)."""
+    base = {key: value for key, value in standin.tool_env().items() if key not in _CALLER_SETTINGS}
     return subprocess.run(
         [str(BIN / tool), *args],
         cwd=ROOT,
-        env={**env, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg")},
+        env={**base, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), **(env or {})},
         capture_output=True,
         text=True,
         check=False,
@@ -204,10 +207,10 @@ def test_host_with_an_unrecorded_key_is_refused(fleet, tmp_path):
             "ansible.builtin.ping",
             "-o",
             "-e",
-            f"deploykit_standin_dir={tmp_path}",
-            "-e",
             f"ansible_control_path_dir={control_dir}",
-        )
+            env={"ANSIBLE_PRIVATE_KEY_FILE": str(tmp_path / "id_ed25519"),
+                 "DEPLOYKIT_KNOWN_HOSTS": str(tmp_path / "known_hosts")},
+        )  # fmt: skip
     assert result.returncode != 0
     assert "Host key verification failed" in result.stdout + result.stderr
 

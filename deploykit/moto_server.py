@@ -1,0 +1,59 @@
+"""moto's server, with the one EC2 answer the stand-in needs and moto cannot give: an instance's console.
+
+On AWS, GetConsoleOutput returns what an instance printed to its serial console; cloud-init prints
+the instance's SSH host keys there at first boot, and the deploy reads them from it
+(`python -m deploykit.known_hosts`) instead of trusting whatever key answers first. moto returns
+the same fixed kernel log for every instance and has no API to set another. The stand-in plays
+the hypervisor: it writes each registered instance's console to `<console dir>/<instance id>` (the
+host's real keys, in cloud-init's format), and this server answers GetConsoleOutput from that file,
+falling back to moto's own answer for an instance that has none. Everything else is moto unchanged.
+
+CLI: python -m deploykit.moto_server --console-dir DIR [moto_server's arguments: -H HOST -p PORT]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from moto.core.responses import ActionResult
+from moto.core.utils import utcnow
+from moto.ec2.responses.general import General
+from moto.ec2.utils import Base64EncodedString
+from moto.server import main as moto_main
+
+_moto_console_output = General.get_console_output
+
+
+def console_file(console_dir: Path, instance_id: str) -> Path:
+    """Where the stand-in writes the console of `instance_id`."""
+    return console_dir / instance_id
+
+
+def _answer_from(console_dir: Path) -> Callable[[General], ActionResult]:
+    def get_console_output(self: General) -> ActionResult:
+        instance_id = self._get_param("InstanceId")
+        # Raises moto's own InvalidInstanceID.NotFound for an unknown instance, as EC2 does.
+        instance = self.ec2_backend.get_instance(instance_id)
+        try:
+            text = console_file(console_dir, instance.id).read_text(encoding="utf-8")
+        except OSError:
+            return _moto_console_output(self)
+        output = Base64EncodedString.from_raw_string(text)
+        return ActionResult({"InstanceId": instance.id, "Timestamp": utcnow(), "Output": output})
+
+    return get_console_output
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m deploykit.moto_server", add_help=False)
+    parser.add_argument("--console-dir", type=Path, required=True)
+    args, moto_args = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
+    General.get_console_output = _answer_from(args.console_dir)
+    moto_main(moto_args)
+
+
+if __name__ == "__main__":
+    main()
