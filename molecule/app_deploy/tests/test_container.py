@@ -37,6 +37,11 @@ def test_container_memory_is_limited(serving):
     assert serving["HostConfig"]["Memory"] == 512 * 1024 * 1024
 
 
+def test_container_cpu_is_limited(serving):
+    # app_deploy_cpus: 1.0, as a CFS quota (NanoCpus), not a pinning.
+    assert serving["HostConfig"]["NanoCpus"] == 1_000_000_000
+
+
 def test_container_restarts_unless_stopped(serving):
     assert serving["HostConfig"]["RestartPolicy"]["Name"] == "unless-stopped"
 
