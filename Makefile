@@ -30,7 +30,19 @@ platform: $(VENV)/.installed ## Start the Docker engine, PostgreSQL and the regi
 
 setup: system-packages $(VENV)/.installed platform ## Install and start everything the other targets need
 
-lint: $(VENV)/.installed ## yamllint, ansible-lint, ruff, shellcheck, Django's deploy checks
+# checkov pins its own, older boto3, botocore and packaging: installed into .venv it would
+# downgrade the versions ansible-core, the AWS collections and ansible-lint are pinned with, so
+# it has a venv of its own (under the git-ignored cache), with checkov itself pinned here.
+CHECKOV_VERSION := 3.3.30
+CHECKOV_VENV := .cache/venv-checkov
+CHECKOV := $(CHECKOV_VENV)/bin/checkov
+
+$(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION):
+	@test -x $(CHECKOV_VENV)/bin/python || python3 -m venv $(CHECKOV_VENV)
+	@$(CHECKOV_VENV)/bin/python -m pip install --quiet checkov==$(CHECKOV_VERSION)
+	@touch $@
+
+lint: $(VENV)/.installed $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION) ## yamllint, ansible-lint, ruff, shellcheck, Django's deploy checks, IAM policies (parliament), IaC scan (checkov)
 	yamllint --strict .
 	ansible-lint
 	ruff check .
@@ -38,6 +50,8 @@ lint: $(VENV)/.installed ## yamllint, ansible-lint, ruff, shellcheck, Django's d
 	shellcheck scripts/*.sh .ci/run
 	@$(PY) -m deploykit.codebuild validate buildspec.yml
 	@$(PY) -m deploykit check-deploy
+	@$(PY) -m deploykit.iam_lint
+	@$(CHECKOV) --config-file .checkov.yml && echo "checkov: no finding beyond .checkov.yml's skips and baseline"
 
 unit: setup ## Python and Django tests (real PostgreSQL), JUnit under reports/
 	pytest -m "not docker" --numprocesses auto --dist loadfile --junitxml=$(REPORTS)/junit-unit.xml tests django_app/tests
