@@ -332,10 +332,13 @@ def _render_policy(name: str, **extra: Any) -> dict[str, Any]:
         "region": REGION,
         "ecr_repository": "deploykit/app",
         "codebuild_project_name": CODEBUILD_VARS["codebuild_project_name"],
+        "codebuild_deploy_project_name": CODEBUILD_VARS["codebuild_deploy_project_name"],
+        "started_projects": [CODEBUILD_VARS["codebuild_deploy_project_name"]],
         "ssm_prefix": f"/deploykit/{ENV}",
         "deploy_lock_parameter": f"/deploykit/{ENV}/deploy-lock",
         "app": "deploykit",
         "env": ENV,
+        "web_log_group": f"/deploykit/{ENV}/app",
         "codecommit_repository_arn": "",
         **extra,
     }
@@ -382,50 +385,84 @@ def test_ecr_repository_has_immutable_tags_and_scans_on_push(provisioned):
     assert repository["imageScanningConfiguration"] == {"scanOnPush": True}
 
 
-def test_ecr_lifecycle_policy_expires_all_but_the_last_30_images(provisioned):
+def test_ecr_lifecycle_policy_keeps_held_images_and_the_last_30(provisioned):
     text = provisioned.client("ecr").get_lifecycle_policy(repositoryName="deploykit/app")[
         "lifecyclePolicyText"
     ]
-    (rule,) = json.loads(text)["rules"]
-    assert rule["selection"] == {"tagStatus": "any", "countType": "imageCountMoreThan", "countNumber": 30}
-    assert rule["action"] == {"type": "expire"}
+    held, rest = json.loads(text)["rules"]
+    assert held["selection"] == {
+        "tagStatus": "tagged",
+        "tagPrefixList": ["held-"],
+        "countType": "imageCountMoreThan",
+        "countNumber": 1000,
+    }
+    assert rest["selection"] == {"tagStatus": "any", "countType": "imageCountMoreThan", "countNumber": 30}
+    assert [rule["action"] for rule in (held, rest)] == [{"type": "expire"}] * 2
 
 
 # ---------------------------------------------------------------------------------------------
 # IAM (moto stores the documents; it enforces none of them)
 
 
-def test_codebuild_role_is_assumable_by_codebuild_of_this_account_only(provisioned):
-    role = provisioned.client("iam").get_role(RoleName=f"{PREFIX}-codebuild")["Role"]
-    assert role["AssumeRolePolicyDocument"] == _render_policy("codebuild-trust.json.j2")
-    (statement,) = role["AssumeRolePolicyDocument"]["Statement"]
+# Each CodeBuild project's role, its policy, and the project its trust admits.
+CODEBUILD_ROLES = {
+    "codebuild": ("codebuild-service-role", CODEBUILD_VARS["codebuild_project_name"]),
+    "codebuild-deploy": ("codebuild-deploy-role", CODEBUILD_VARS["codebuild_deploy_project_name"]),
+}
+
+
+@pytest.mark.parametrize("role", CODEBUILD_ROLES)
+def test_each_codebuild_role_is_assumable_by_its_own_project_of_this_account_only(provisioned, role):
+    document = provisioned.client("iam").get_role(RoleName=f"{PREFIX}-{role}")["Role"][
+        "AssumeRolePolicyDocument"
+    ]
+    project = CODEBUILD_ROLES[role][1]
+    assert document == _render_policy("codebuild-trust.json.j2", trusted_project=project)
+    (statement,) = document["Statement"]
     assert statement["Principal"] == {"Service": "codebuild.amazonaws.com"}
-    assert statement["Condition"] == {"StringEquals": {"aws:SourceAccount": ACCOUNT}}
+    assert statement["Condition"] == {
+        "StringEquals": {"aws:SourceAccount": ACCOUNT},
+        "ArnLike": {"aws:SourceArn": f"arn:aws:codebuild:{REGION}:{ACCOUNT}:project/{project}"},
+    }
 
 
-def test_codebuild_role_has_the_repository_policy_document(provisioned):
+@pytest.mark.parametrize("role", CODEBUILD_ROLES)
+def test_each_codebuild_role_has_the_repository_policy_document(provisioned, role):
     subnet_arns = [f"arn:aws:ec2:{REGION}:{ACCOUNT}:subnet/{s}" for s in provisioned.codebuild_subnet_ids]
-    document = provisioned.client("iam").get_role_policy(
-        RoleName=f"{PREFIX}-codebuild", PolicyName="codebuild-service-role"
-    )["PolicyDocument"]
-    assert document == _render_policy("codebuild-service-role.json.j2", codebuild_subnet_arns=subnet_arns)
+    policy = CODEBUILD_ROLES[role][0]
+    document = provisioned.client("iam").get_role_policy(RoleName=f"{PREFIX}-{role}", PolicyName=policy)[
+        "PolicyDocument"
+    ]
+    assert document == _render_policy(f"{policy}.json.j2", codebuild_subnet_arns=subnet_arns)
 
 
-def test_codebuild_role_may_write_only_the_deploy_lock_parameter(provisioned):
-    document = provisioned.client("iam").get_role_policy(
-        RoleName=f"{PREFIX}-codebuild", PolicyName="codebuild-service-role"
-    )["PolicyDocument"]
+def test_deploy_role_may_write_only_the_deploy_lock_parameter(provisioned):
     writes = [
-        s for s in document["Statement"] if {"ssm:PutParameter", "ssm:DeleteParameter"} & set(s["Action"])
+        s
+        for s in _deploy_policy(provisioned)["Statement"]
+        if {"ssm:PutParameter", "ssm:DeleteParameter"} & set(_actions(s))
     ]
     assert [s["Resource"] for s in writes] == [
         f"arn:aws:ssm:{REGION}:{ACCOUNT}:parameter/deploykit/{ENV}/deploy-lock"
     ]
 
 
+def test_build_role_touches_no_parameter_and_no_fleet(provisioned):
+    # tests/test_trust_boundaries.py evaluates the documents; here, as provisioned.
+    actions = {a for s in _codebuild_policy(provisioned)["Statement"] for a in _actions(s)}
+    assert not {a for a in actions if a.startswith(("ssm:", "secretsmanager:", "kms:", "sts:", "iam:"))}
+    assert not {a for a in actions if a.startswith("ec2:")}
+
+
 def _codebuild_policy(provisioned: Provisioned) -> dict[str, Any]:
     return provisioned.client("iam").get_role_policy(
         RoleName=f"{PREFIX}-codebuild", PolicyName="codebuild-service-role"
+    )["PolicyDocument"]
+
+
+def _deploy_policy(provisioned: Provisioned) -> dict[str, Any]:
+    return provisioned.client("iam").get_role_policy(
+        RoleName=f"{PREFIX}-codebuild-deploy", PolicyName="codebuild-deploy-role"
     )["PolicyDocument"]
 
 
@@ -439,10 +476,10 @@ def _actions(statement: dict[str, Any]) -> list[str]:
     return [action] if isinstance(action, str) else action
 
 
-def test_codebuild_role_may_read_the_console_of_its_environments_instances_only(provisioned):
+def test_deploy_role_may_read_the_console_of_its_environments_instances_only(provisioned):
     # The host keys of the fleet (deploykit/known_hosts.py): GetConsoleOutput, nothing else, and only
     # on instances tagged as this environment's.
-    statement = _statement(_codebuild_policy(provisioned), "ReadTheFleetsHostKeysFromTheConsole")
+    statement = _statement(_deploy_policy(provisioned), "ReadTheFleetsHostKeysFromTheConsole")
     assert _actions(statement) == ["ec2:GetConsoleOutput"]
     assert statement["Resource"] == f"arn:aws:ec2:{REGION}:{ACCOUNT}:instance/*"
     assert statement["Condition"] == {
@@ -456,8 +493,8 @@ def test_codebuild_role_may_ask_whether_a_tag_is_pushed_in_the_one_repository(pr
     assert statement["Resource"] == f"arn:aws:ecr:{REGION}:{ACCOUNT}:repository/deploykit/app"
 
 
-def test_codebuild_role_reads_the_deploy_key_and_needs_no_kms_statement(provisioned):
-    document = _codebuild_policy(provisioned)
+def test_deploy_role_reads_the_deploy_key_and_needs_no_kms_statement(provisioned):
+    document = _deploy_policy(provisioned)
     reads = _statement(document, "ReadTheEnvironmentsParameters")
     assert "ssm:GetParameter" in _actions(reads)
     assert fnmatch.fnmatchcase(
@@ -468,20 +505,29 @@ def test_codebuild_role_reads_the_deploy_key_and_needs_no_kms_statement(provisio
     assert not [a for s in document["Statement"] for a in _actions(s) if a.startswith("kms:")]
 
 
-def test_codebuild_role_of_a_github_source_may_not_clone_from_codecommit(provisioned):
-    assert not [
-        a for s in _codebuild_policy(provisioned)["Statement"] for a in _actions(s) if "codecommit" in a
-    ]
+def test_codebuild_roles_of_a_github_source_may_not_clone_from_codecommit(provisioned):
+    for document in (_codebuild_policy(provisioned), _deploy_policy(provisioned)):
+        assert not [a for s in document["Statement"] for a in _actions(s) if "codecommit" in a]
 
 
-def test_web_role_has_the_repository_policy_document_and_the_ssm_core_policy(provisioned):
+def test_web_role_has_the_repository_policy_documents_and_no_managed_policy(provisioned):
     iam = provisioned.client("iam")
     role = iam.get_role(RoleName=f"{PREFIX}-web")["Role"]
     assert role["AssumeRolePolicyDocument"] == json.loads((POLICIES / "ec2-trust.json").read_text())
     document = iam.get_role_policy(RoleName=f"{PREFIX}-web", PolicyName="web-instance-role")["PolicyDocument"]
     assert document == _render_policy("web-instance-role.json.j2")
-    attached = iam.list_attached_role_policies(RoleName=f"{PREFIX}-web")["AttachedPolicies"]
-    assert [p["PolicyArn"] for p in attached] == ["arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"]
+    # Session Manager (provision_web_ssm_enabled here) through the scoped inline policy, not
+    # AmazonSSMManagedInstanceCore, which may read every parameter, the deploy key among them.
+    ssm = iam.get_role_policy(RoleName=f"{PREFIX}-web", PolicyName="web-instance-ssm")["PolicyDocument"]
+    assert ssm == _render_policy("web-instance-ssm.json.j2")
+    assert iam.list_attached_role_policies(RoleName=f"{PREFIX}-web")["AttachedPolicies"] == []
+
+
+def test_the_containers_log_group_exists_with_its_retention(provisioned):
+    groups = provisioned.client("logs").describe_log_groups(logGroupNamePrefix=f"/deploykit/{ENV}/app")
+    assert [(g["logGroupName"], g.get("retentionInDays")) for g in groups["logGroups"]] == [
+        (f"/deploykit/{ENV}/app", 30)
+    ]
 
 
 def test_web_instance_profile_holds_the_web_role(provisioned):
@@ -792,9 +838,8 @@ def test_the_play_says_where_to_point_the_public_name(provisioned):
 # CodeBuild (CreateProject and BatchGetProjects in moto; UpdateProject and webhooks with Stubber)
 
 
-def test_codebuild_project_is_created_as_specified(provisioned):
+def test_codebuild_build_project_is_created_as_specified(provisioned):
     (project,) = provisioned.client("codebuild").batch_get_projects(names=["deploykit"])["projects"]
-    codebuild_group = _security_group(provisioned, f"{PREFIX}-codebuild")["GroupId"]
     assert project["source"] == {
         "type": "GITHUB",
         "location": "https://github.com/example/deploykit.git",
@@ -806,25 +851,89 @@ def test_codebuild_project_is_created_as_specified(provisioned):
         "image": "aws/codebuild/standard:7.0",
         "computeType": "BUILD_GENERAL1_SMALL",
         "privilegedMode": True,
-        "environmentVariables": [
-            {"name": "DEPLOY_ENV", "value": ENV, "type": "PLAINTEXT"},
-            {"name": "ECR_REPOSITORY", "value": "deploykit/app", "type": "PLAINTEXT"},
-            # The parameter's name, which buildspec.yml reads the key from; not the key.
-            {"name": "DEPLOY_SSH_KEY_PARAMETER", "value": DEPLOY_KEY_PARAMETER, "type": "PLAINTEXT"},
-        ],
+        # Nothing about the deploy: no environment, no key parameter.
+        "environmentVariables": [{"name": "ECR_REPOSITORY", "value": "deploykit/app", "type": "PLAINTEXT"}],
     }
     # LOCAL_CUSTOM_CACHE: without it buildspec.yml's cache.paths (pip's cache) caches nothing.
     assert project["cache"] == {
         "type": "LOCAL",
         "modes": ["LOCAL_DOCKER_LAYER_CACHE", "LOCAL_SOURCE_CACHE", "LOCAL_CUSTOM_CACHE"],
     }
+    # Outside the VPC: what the push brings has no network path to the instances.
+    assert "vpcConfig" not in project or not project["vpcConfig"].get("subnets")
+    assert project["serviceRole"] == f"arn:aws:iam::{ACCOUNT}:role/{PREFIX}-codebuild"
+    assert project["artifacts"] == {"type": "NO_ARTIFACTS"}
+
+
+def test_codebuild_deploy_project_is_created_as_specified(provisioned):
+    name = CODEBUILD_VARS["codebuild_deploy_project_name"]
+    (project,) = provisioned.client("codebuild").batch_get_projects(names=[name])["projects"]
+    codebuild_group = _security_group(provisioned, f"{PREFIX}-codebuild")["GroupId"]
+    # The buildspec is the text of buildspec-deploy.yml, stored in the project: not a path in the source.
+    assert project["source"] == {
+        "type": "GITHUB",
+        "location": "https://github.com/example/deploykit.git",
+        "gitCloneDepth": 1,
+        "buildspec": (ROOT / "buildspec-deploy.yml").read_text().rstrip("\n"),
+    }
+    assert project["environment"] == {
+        "type": "LINUX_CONTAINER",
+        "image": "aws/codebuild/standard:7.0",
+        "computeType": "BUILD_GENERAL1_SMALL",
+        "privilegedMode": False,
+        "environmentVariables": [
+            {"name": "DEPLOY_ENV", "value": ENV, "type": "PLAINTEXT"},
+            # The parameter's name, which buildspec-deploy.yml reads the key from; not the key.
+            {"name": "DEPLOY_SSH_KEY_PARAMETER", "value": DEPLOY_KEY_PARAMETER, "type": "PLAINTEXT"},
+        ],
+    }
     assert project["vpcConfig"] == {
         "vpcId": provisioned.vpc_id,
         "subnets": provisioned.codebuild_subnet_ids,
         "securityGroupIds": [codebuild_group],
     }
-    assert project["serviceRole"] == f"arn:aws:iam::{ACCOUNT}:role/{PREFIX}-codebuild"
-    assert project["artifacts"] == {"type": "NO_ARTIFACTS"}
+    assert project["serviceRole"] == f"arn:aws:iam::{ACCOUNT}:role/{PREFIX}-codebuild-deploy"
+
+
+@pytest.mark.parametrize("project", ["codebuild_project_name", "codebuild_deploy_project_name"])
+def test_each_project_runs_one_build_at_a_time(provisioned, project):
+    # Set with the stand-in's UpdateProject (deploykit/moto_server.py); the second run, which does
+    # run the task (tag codebuild_limit), changes nothing (test_second_run_changes_nothing_...).
+    name = CODEBUILD_VARS[project]
+    (stored,) = provisioned.client("codebuild").batch_get_projects(names=[name])["projects"]
+    assert stored["concurrentBuildLimit"] == 1
+    assert (
+        provisioned.second.results("Ensure each project runs one build at a time")["results"][0]["changed"]
+        is False
+    )
+
+
+def test_a_build_that_succeeds_starts_the_deploy_with_its_image_and_commit(provisioned):
+    events = provisioned.client("events")
+    rule = events.describe_rule(Name=f"{PREFIX}-deploy-on-build")
+    assert json.loads(rule["EventPattern"]) == {
+        "source": ["aws.codebuild"],
+        "detail-type": ["CodeBuild Build State Change"],
+        "detail": {"build-status": ["SUCCEEDED"], "project-name": [CODEBUILD_VARS["codebuild_project_name"]]},
+    }
+    (target,) = events.list_targets_by_rule(Rule=f"{PREFIX}-deploy-on-build")["Targets"]
+    deploy = CODEBUILD_VARS["codebuild_deploy_project_name"]
+    assert target["Arn"] == f"arn:aws:codebuild:{REGION}:{ACCOUNT}:project/{deploy}"
+    assert target["RoleArn"] == f"arn:aws:iam::{ACCOUNT}:role/{PREFIX}-events"
+    exported = "$.detail.additional-information.exported-environment-variables"
+    assert target["InputTransformer"]["InputPathsMap"] == {
+        "image": f"{exported}[0].value",
+        "commit": f"{exported}[1].value",
+    }
+    # What StartBuild receives, once EventBridge has put the event's values in.
+    template = target["InputTransformer"]["InputTemplate"]
+    filled = json.loads(template.replace("<image>", "r/deploykit/app:abc").replace("<commit>", "f00d"))
+    assert filled == {
+        "sourceVersion": "f00d",
+        "environmentVariablesOverride": [
+            {"name": "IMAGE_URI", "value": "r/deploykit/app:abc", "type": "PLAINTEXT"}
+        ],
+    }
 
 
 def test_second_run_changes_nothing_moto_can_answer(provisioned):
@@ -849,7 +958,8 @@ def test_documented_partial_runs_run_their_tasks_and_change_nothing_after_a_full
 def test_a_github_project_has_no_codecommit_rule(provisioned):
     result = provisioned.first.results("Ensure no CodeCommit rule starts the build of a GitHub project")
     assert result["changed"] is False
-    assert provisioned.client("events").list_rules(NamePrefix=PREFIX)["Rules"] == []
+    rules = provisioned.client("events").list_rules(NamePrefix=PREFIX)["Rules"]
+    assert [rule["Name"] for rule in rules] == [f"{PREFIX}-deploy-on-build"]
 
 
 def test_webhook_task_asks_for_the_filter_groups_of_codebuild_yml(provisioned):
@@ -863,11 +973,18 @@ def test_webhook_task_asks_for_the_filter_groups_of_codebuild_yml(provisioned):
 # community.aws.codebuild_project's second run, with Stubber (moto answers UpdateProject with 500)
 
 
-def test_codebuild_project_second_run_sends_update_project_and_reports_no_change(provisioned):
+@pytest.mark.parametrize(
+    ("task", "name"),
+    [
+        ("Ensure the CodeBuild project exists", CODEBUILD_VARS["codebuild_project_name"]),
+        ("Ensure the CodeBuild deploy project exists", CODEBUILD_VARS["codebuild_deploy_project_name"]),
+    ],
+)
+def test_codebuild_project_second_run_sends_update_project_and_reports_no_change(provisioned, task, name):
     from ansible_collections.community.aws.plugins.modules import codebuild_project
 
-    params = provisioned.first.results("Ensure the CodeBuild project exists")["invocation"]["module_args"]
-    (stored,) = provisioned.client("codebuild").batch_get_projects(names=["deploykit"])["projects"]
+    params = provisioned.first.results(task)["invocation"]["module_args"]
+    (stored,) = provisioned.client("codebuild").batch_get_projects(names=[name])["projects"]
     # As AWS describes a project: with lastModified (the module drops it before comparing) and
     # the default queue timeout (moto says 0, below the API's minimum of 5).
     aws_says = {
@@ -877,14 +994,14 @@ def test_codebuild_project_second_run_sends_update_project_and_reports_no_change
     project = {**stored, **aws_says}
     client = _client("codebuild")
     with Stubber(client) as stub:
-        stub.add_response(
-            "batch_get_projects", {"projects": [copy.deepcopy(project)]}, {"names": ["deploykit"]}
-        )
+        stub.add_response("batch_get_projects", {"projects": [copy.deepcopy(project)]}, {"names": [name]})
         expected = {
             key: stored[key]
             for key in ("name", "description", "source", "artifacts", "cache", "environment", "serviceRole")
         }
-        expected |= {"timeoutInMinutes": 60, "vpcConfig": stored["vpcConfig"], "tags": stored["tags"]}
+        expected |= {"timeoutInMinutes": 60, "tags": stored["tags"]}
+        # The deploy project runs in the VPC; the build project has no VPC configuration to send.
+        expected |= {"vpcConfig": stored["vpcConfig"]} if "vpcConfig" in stored else {}
         stub.add_response("update_project", {"project": copy.deepcopy(project)}, expected)
         _, changed = codebuild_project.create_or_update_project(client=client, params=params)
         stub.assert_no_pending_responses()
@@ -892,19 +1009,26 @@ def test_codebuild_project_second_run_sends_update_project_and_reports_no_change
 
 
 # ---------------------------------------------------------------------------------------------
-# plugins/modules/codebuild_webhook.py, with Stubber
+# plugins/modules/codebuild_build_limit.py: what the stand-in's UpdateProject cannot show
 
 
-def _load_webhook_module():
-    path = ROOT / "plugins" / "modules" / "codebuild_webhook.py"
-    spec = importlib.util.spec_from_file_location("deploykit_codebuild_webhook", path)
+def _load_module(name: str):
+    path = ROOT / "plugins" / "modules" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"deploykit_{name}", path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
 
-webhook = _load_webhook_module()
+build_limit = _load_module("codebuild_build_limit")
+
+
+# ---------------------------------------------------------------------------------------------
+# plugins/modules/codebuild_webhook.py, with Stubber
+
+
+webhook = _load_module("codebuild_webhook")
 PUSH_TO_MAIN = CODEBUILD_VARS["codebuild_webhook_filter_groups"]
 PROJECT_ARN = f"arn:aws:codebuild:{REGION}:{ACCOUNT}:project/deploykit"
 PROVIDER_SECRET = "webhook-secret-from-the-provider"  # noqa: S105 - a made-up value to look for
@@ -939,6 +1063,36 @@ def _describes(stub: Stubber, project: dict[str, Any] | None) -> None:
     stub.add_response(
         "batch_get_projects", {"projects": [project] if project else []}, {"names": ["deploykit"]}
     )
+
+
+def test_build_limit_is_removed_with_the_apis_minus_one(codebuild):
+    client, stub = codebuild
+    _describes(stub, {**_project(), "concurrentBuildLimit": 1})
+    stub.add_response(
+        "update_project", {"project": _project()}, {"name": "deploykit", "concurrentBuildLimit": -1}
+    )
+    assert build_limit.ensure_limit(client, "deploykit", None, check_mode=False) == (True, 1)
+
+
+def test_build_limit_in_check_mode_reads_and_changes_nothing(codebuild):
+    client, stub = codebuild
+    _describes(stub, _project())
+    assert build_limit.ensure_limit(client, "deploykit", 1, check_mode=True) == (True, None)
+
+
+@pytest.mark.parametrize(
+    ("project", "limit", "message"),
+    [
+        pytest.param(None, 1, "CodeBuild project deploykit does not exist; create it first", id="no-project"),
+        pytest.param(_project(), 0, "limit must be 1 or more (or null for none), not 0", id="zero"),
+    ],
+)
+def test_build_limit_refuses_before_any_update(codebuild, project, limit, message):
+    client, stub = codebuild
+    if limit >= 1:
+        _describes(stub, project)
+    with pytest.raises(build_limit.BuildLimitError, match=re.escape(message)):
+        build_limit.ensure_limit(client, "deploykit", limit, check_mode=False)
 
 
 def test_webhook_is_created_when_the_project_has_none(codebuild):
@@ -1297,6 +1451,7 @@ CC_ENV = "provcc"
 CC_PREFIX = f"deploykit-{CC_ENV}"
 # A project of its own, so that this module's GitHub project stays as the tests above expect it.
 CC_PROJECT = "deploykit-codecommit"
+CC_DEPLOY_PROJECT = "deploykit-codecommit-deploy"
 CC_REPOSITORY = "deploykit-source"
 CC_URL = f"https://git-codecommit.{REGION}.amazonaws.com/v1/repos/{CC_REPOSITORY}"
 CC_REPOSITORY_ARN = f"arn:aws:codecommit:{REGION}:{ACCOUNT}:{CC_REPOSITORY}"
@@ -1338,7 +1493,12 @@ def codecommit(moto_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> 
     inventory = tmp_path_factory.mktemp("inventory") / CC_ENV
     _write_inventory(inventory, _codecommit_infra(vpc_id, subnet_id), env=CC_ENV)
     env = _tool_env(moto_endpoint)
-    project = ("-e", f"codebuild_project_name={CC_PROJECT}")
+    project = (
+        "-e",
+        f"codebuild_project_name={CC_PROJECT}",
+        "-e",
+        f"codebuild_deploy_project_name={CC_DEPLOY_PROJECT}",
+    )
     first = _playbook(env, inventory, "--tags", CC_FIRST_TAGS, *project)
     assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-4000:]
     second = _playbook(env, inventory, "--tags", CC_SECOND_TAGS, *project)
@@ -1424,18 +1584,20 @@ def test_codecommit_rule_starts_the_project_with_the_pushed_commit(codecommit):
     botocore.validate.validate_parameters({"projectName": CC_PROJECT, **request}, shape)
 
 
-def test_eventbridge_role_may_start_the_project_and_nothing_else(codecommit):
+def test_eventbridge_role_may_start_the_two_projects_and_nothing_else(codecommit):
     iam = codecommit.client("iam")
     role = iam.get_role(RoleName=f"{CC_PREFIX}-events")["Role"]
     assert role["AssumeRolePolicyDocument"] == _render_policy("events-trust.json.j2")
     document = iam.get_role_policy(RoleName=f"{CC_PREFIX}-events", PolicyName="events-start-build")[
         "PolicyDocument"
     ]
-    assert document == _render_policy("events-start-build.json.j2", codebuild_project_name=CC_PROJECT)
+    assert document == _render_policy(
+        "events-start-build.json.j2", started_projects=[CC_DEPLOY_PROJECT, CC_PROJECT]
+    )
     (statement,) = document["Statement"]
     assert (statement["Action"], statement["Resource"]) == (
         "codebuild:StartBuild",
-        f"arn:aws:codebuild:{REGION}:{ACCOUNT}:project/{CC_PROJECT}",
+        [f"arn:aws:codebuild:{REGION}:{ACCOUNT}:project/{name}" for name in (CC_DEPLOY_PROJECT, CC_PROJECT)],
     )
 
 
