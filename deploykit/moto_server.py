@@ -1,4 +1,4 @@
-"""moto's server, with the one EC2 answer the stand-in needs and moto cannot give: an instance's console.
+"""moto's server, with the two answers the stand-in needs and moto cannot give.
 
 On AWS, GetConsoleOutput returns what an instance printed to its serial console; cloud-init prints
 the instance's SSH host keys there at first boot, and the deploy reads them from it
@@ -6,7 +6,13 @@ the instance's SSH host keys there at first boot, and the deploy reads them from
 the same fixed kernel log for every instance and has no API to set another. The stand-in plays
 the hypervisor: it writes each registered instance's console to `<console dir>/<instance id>` (the
 host's real keys, in cloud-init's format), and this server answers GetConsoleOutput from that file,
-falling back to moto's own answer for an instance that has none. Everything else is moto unchanged.
+falling back to moto's own answer for an instance that has none.
+
+CodeBuild's UpdateProject is missing from moto (HTTP 500). provision.yml sets each project's
+concurrent build limit with it (plugins/modules/codebuild_build_limit.py); this server takes an
+UpdateProject that sets concurrentBuildLimit alone, keeps it on the project for BatchGetProjects to
+return, and refuses any other field (InvalidInputException), so nothing else looks updated that is
+not. Everything else is moto unchanged.
 
 CLI: python -m deploykit.moto_server --console-dir DIR [moto_server's arguments: -H HOST -p PORT]
 """
@@ -14,10 +20,13 @@ CLI: python -m deploykit.moto_server --console-dir DIR [moto_server's arguments:
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from moto.codebuild.exceptions import InvalidInputException, ResourceNotFoundException
+from moto.codebuild.responses import CodeBuildResponse
 from moto.core.responses import ActionResult
 from moto.core.utils import utcnow
 from moto.ec2.responses.general import General
@@ -47,11 +56,33 @@ def _answer_from(console_dir: Path) -> Callable[[General], ActionResult]:
     return get_console_output
 
 
+def update_project(self: CodeBuildResponse) -> ActionResult:
+    """UpdateProject of concurrentBuildLimit alone (-1 removes the limit, as on AWS)."""
+    name = self._get_param("name")
+    others = sorted(set(json.loads(self.body or "{}")) - {"name", "concurrentBuildLimit"})
+    if others:
+        raise InvalidInputException(
+            f"the stand-in's UpdateProject sets concurrentBuildLimit only, not {others}"
+        )
+    project = self.codebuild_backend.codebuild_projects.get(name)
+    if project is None:
+        raise ResourceNotFoundException(f"Project cannot be found: {name}")
+    limit = self._get_param("concurrentBuildLimit")
+    if limit is None or limit == -1:
+        project.project_metadata.pop("concurrentBuildLimit", None)
+    elif limit < 1:
+        raise InvalidInputException(f"concurrentBuildLimit must be 1 or more, or -1: {limit}")
+    else:
+        project.project_metadata["concurrentBuildLimit"] = limit
+    return ActionResult({"project": project.project_metadata})
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m deploykit.moto_server", add_help=False)
     parser.add_argument("--console-dir", type=Path, required=True)
     args, moto_args = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
     General.get_console_output = _answer_from(args.console_dir)
+    CodeBuildResponse.update_project = update_project
     moto_main(moto_args)
 
 

@@ -83,6 +83,26 @@ def test_the_build_ran_the_pipeline_phases(first_run):
         assert re.search(rf"{phase}\s+SUCCEEDED", first_run.stdout + first_run.stderr)
 
 
+def test_the_deploy_ran_as_its_own_project_after_the_build(first_run):
+    out = first_run.stdout + first_run.stderr
+    started = re.search(r"build (deploykit:\S+) succeeded: deploying (\S+) \(deploykit-deploy\)", out)
+    assert started, out[-3000:]
+    # The deploy project's build, after the build project's, and it succeeded.
+    assert re.search(r"Build deploykit-deploy:\S+ \(#\d+\) of project deploykit-deploy", out)
+    assert out.rstrip().count("BUILD SUCCEEDED") >= 2
+
+
+def test_the_deploy_logged_in_as_on_aws_key_from_ssm_host_keys_from_the_console(first_run):
+    out = first_run.stdout + first_run.stderr
+    # python -m deploykit.known_hosts read every host's key from the stand-in's EC2 console output.
+    assert re.search(
+        r"deploykit: 3 hosts, \d+ host keys from EC2's console output -> \S+/known_hosts", out
+    ), out[-3000:]
+    # The key: the runner passes no SSH material of the caller's to a build (CALLER_SSH_VARIABLES)
+    # and no inventory names a key file, so the hosts that serve this commit were reached with the
+    # key the deploy stage loaded from SSM into its agent (test_demo_lists_the_mixed_fleet_...).
+
+
 def test_a_second_demo_passes_without_building_again(second_run):
     assert second_run.returncode == 0, second_run.stderr[-3000:]
     assert "nothing to push" in second_run.stdout
