@@ -34,6 +34,10 @@ ALLOWED_DIFFERENCES = {
     ("all", "docker_engine_apt_proxy"): "endpoint: the platform's apt cache, for the region's mirror",
     ("all", "app_gunicorn_workers"): "size: hosts are containers sharing this machine's two cores",
     ("all", "app_deploy_memory"): "size: hosts are containers sharing this machine's memory",
+    # CloudWatch Logs has no stand-in here (moto's logs API takes no agent's lines): the hosts keep
+    # the daemon's rotated json-file, which `docker logs` and the readiness report read either way.
+    ("all", "app_deploy_log_driver"): "endpoint: CloudWatch Logs instead of the hosts' own json-file",
+    ("all", "app_deploy_log_options"): "endpoint: the environment's log group and region",
     # SSH is not among them: every environment's controller logs in with the deploy key in an
     # ssh-agent (from SSM) and the host keys EC2's console shows (buildspec-deploy.yml).
 }
