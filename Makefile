@@ -49,6 +49,7 @@ lint: $(VENV)/.installed $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION) ## yamlli
 	ruff format --check .
 	shellcheck scripts/*.sh .ci/run
 	@$(PY) -m deploykit.codebuild validate buildspec.yml
+	@$(PY) -m deploykit.codebuild validate buildspec-deploy.yml
 	@$(PY) -m deploykit check-deploy
 	@$(PY) -m deploykit.iam_lint
 	@$(CHECKOV) --config-file .checkov.yml && echo "checkov: no finding beyond .checkov.yml's skips and baseline"

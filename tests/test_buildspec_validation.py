@@ -31,7 +31,13 @@ def problems(text: str) -> list[str]:
 def test_the_project_buildspec_is_valid():
     spec = load_buildspec(ROOT / "buildspec.yml")
     assert list(spec.phases) == ["install", "pre_build", "build", "post_build"]
-    assert spec.env.exported_variables == ("IMAGE_URI",)
+    assert spec.env.exported_variables == ("IMAGE_URI", "SOURCE_COMMIT")
+
+
+def test_the_deploy_buildspec_is_valid():
+    spec = load_buildspec(ROOT / "buildspec-deploy.yml")
+    assert list(spec.phases) == ["install", "pre_build", "build"]
+    assert spec.env.exported_variables == ()
 
 
 @pytest.mark.parametrize(
