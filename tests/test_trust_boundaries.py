@@ -8,8 +8,10 @@ allowed, so a "no" here is a "no" on AWS). It is written here because no maintai
 evaluates IAM offline: AWS's own policy simulator is an API call (moto does not serve it). The
 evaluator is checked against the deploy role, which must be allowed what the build role must not.
 
-The runner side: a command of the build project sees no SSH material of the caller's and no
-variable that names or holds a secret.
+The documents are rendered as the lint renders them (deploykit/iam_lint.py: Ansible's templating
+with the role's own template_vars, for a GitHub and a CodeCommit source). The runner side: a command
+of the build project sees no SSH material of the caller's and no variable that names or holds a
+secret.
 """
 
 from __future__ import annotations
@@ -20,19 +22,17 @@ import json
 from pathlib import Path
 from typing import Any
 
-import jinja2
 import pytest
 import yaml
 
-from deploykit import codebuild, demo, git_trigger
+from deploykit import codebuild, demo, git_trigger, iam_lint
 from deploykit.system import ROOT
 
-POLICIES = ROOT / "policies"
-REGION, ACCOUNT, ENV = "eu-west-1", "123456789012", "production"
+REGION, ACCOUNT = iam_lint.REPRESENTATIVE["aws_region"], "123456789012"
+ENV = iam_lint.REPRESENTATIVE["app_env"]
 CODEBUILD = yaml.safe_load((ROOT / "playbooks" / "vars" / "codebuild.yml").read_text())
 BUILD_PROJECT = CODEBUILD["codebuild_project_name"]
 DEPLOY_PROJECT = CODEBUILD["codebuild_deploy_project_name"]
-CODECOMMIT_ARN = f"arn:aws:codecommit:{REGION}:{ACCOUNT}:deploykit"
 
 PARAMETER = f"arn:aws:ssm:{REGION}:{ACCOUNT}:parameter/deploykit/{ENV}/{{}}"
 SECRETS = [PARAMETER.format(name) for name in ("DEPLOY_SSH_KEY", "DATABASE_URL", "DJANGO_SECRET_KEY")]
@@ -42,6 +42,7 @@ READ_PARAMETER = (
     "ssm:GetParametersByPath",
     "ssm:GetParameterHistory",
 )
+BUILD_PROJECT_ARN = f"arn:aws:codebuild:{REGION}:{ACCOUNT}:project/{BUILD_PROJECT}"
 DEPLOY_PROJECT_ARN = f"arn:aws:codebuild:{REGION}:{ACCOUNT}:project/{DEPLOY_PROJECT}"
 DEPLOY_ROLE_ARN = f"arn:aws:iam::{ACCOUNT}:role/deploykit-{ENV}-codebuild-deploy"
 START_DEPLOY = (
@@ -50,28 +51,16 @@ START_DEPLOY = (
     "codebuild:RetryBuild",
     "codebuild:UpdateProject",
 )
+# Every policy document as roles/aws_iam renders it (Ansible's templating, the role's own
+# template_vars), for a GitHub and a CodeCommit source: the lint's renderings (deploykit/iam_lint.py).
+RENDERINGS = iam_lint.render()
 
 
-def render(name: str, *, codecommit: bool) -> dict[str, Any]:
-    """A policy of the repository, rendered with the values roles/aws_iam gives it."""
-    environment = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False)  # noqa: S701 - JSON
-    environment.filters["to_json"] = json.dumps
-    values = {
-        "partition": "aws",
-        "account_id": ACCOUNT,
-        "region": REGION,
-        "ecr_repository": "deploykit/app",
-        "codebuild_project_name": BUILD_PROJECT,
-        "codebuild_deploy_project_name": DEPLOY_PROJECT,
-        "started_projects": [DEPLOY_PROJECT] + ([BUILD_PROJECT] if codecommit else []),
-        "codebuild_subnet_arns": [f"arn:aws:ec2:{REGION}:{ACCOUNT}:subnet/subnet-0abc"],
-        "ssm_prefix": f"/deploykit/{ENV}",
-        "deploy_lock_parameter": f"/deploykit/{ENV}/deploy-lock",
-        "app": "deploykit",
-        "env": ENV,
-        "codecommit_repository_arn": CODECOMMIT_ARN if codecommit else "",
-    }
-    return json.loads(environment.from_string((POLICIES / name).read_text()).render(**values))
+def documents(name: str) -> list[tuple[str, dict[str, Any]]]:
+    """(scenario, document) for each distinct rendering of one policy file."""
+    found = [(r.scenario, json.loads(r.text)) for r in RENDERINGS if r.name == name]
+    assert found, f"policies/{name} was not rendered"
+    return found
 
 
 def _listed(value: str | list[str]) -> list[str]:
@@ -97,28 +86,25 @@ def allows(policy: dict[str, Any], action: str, resource: str) -> bool:
     return False
 
 
-@pytest.fixture(params=[False, True], ids=["github", "codecommit"])
-def codecommit(request: pytest.FixtureRequest) -> bool:
-    return request.param
+@pytest.fixture(
+    params=[r for r in RENDERINGS if r.name == "codebuild-service-role.json.j2"], ids=lambda r: r.scenario
+)
+def build_role(request: pytest.FixtureRequest) -> dict[str, Any]:
+    return json.loads(request.param.text)
 
 
 @pytest.fixture
-def build_role(codecommit: bool) -> dict[str, Any]:
-    return render("codebuild-service-role.json.j2", codecommit=codecommit)
-
-
-@pytest.fixture
-def deploy_role(codecommit: bool) -> dict[str, Any]:
-    return render("codebuild-deploy-role.json.j2", codecommit=codecommit)
+def deploy_roles() -> list[dict[str, Any]]:
+    return [document for _, document in documents("codebuild-deploy-role.json.j2")]
 
 
 @pytest.mark.parametrize("secret", SECRETS, ids=lambda arn: arn.rsplit("/", 1)[-1])
 @pytest.mark.parametrize("action", READ_PARAMETER)
-def test_the_build_role_reads_no_secret(build_role, deploy_role, action, secret):
+def test_the_build_role_reads_no_secret(build_role, deploy_roles, action, secret):
     assert not allows(build_role, action, secret)
     if action in ("ssm:GetParameter", "ssm:GetParameters"):
         # The evaluator does see such a right where there is one.
-        assert allows(deploy_role, action, secret)
+        assert all(allows(deploy_role, action, secret) for deploy_role in deploy_roles)
 
 
 def test_the_build_role_reads_no_secrets_manager_secret_and_decrypts_nothing(build_role):
@@ -160,32 +146,22 @@ def test_the_build_role_may_push_the_image_it_builds(build_role):
 
 
 def test_each_codebuild_role_trusts_only_its_own_project():
-    trust = {
-        project: render_trust(project)["Statement"][0]["Condition"]["ArnLike"]["aws:SourceArn"]
-        for project in (BUILD_PROJECT, DEPLOY_PROJECT)
+    trusted = {
+        document["Statement"][0]["Condition"]["ArnLike"]["aws:SourceArn"]
+        for _, document in documents("codebuild-trust.json.j2")
     }
-    assert trust == {
-        BUILD_PROJECT: f"arn:aws:codebuild:{REGION}:{ACCOUNT}:project/{BUILD_PROJECT}",
-        DEPLOY_PROJECT: DEPLOY_PROJECT_ARN,
-    }
+    assert trusted == {BUILD_PROJECT_ARN, DEPLOY_PROJECT_ARN}
 
 
-def render_trust(project: str) -> dict[str, Any]:
-    environment = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False)  # noqa: S701 - JSON
-    text = (POLICIES / "codebuild-trust.json.j2").read_text()
-    return json.loads(
-        environment.from_string(text).render(
-            partition="aws", account_id=ACCOUNT, region=REGION, trusted_project=project
+def test_eventbridge_may_start_the_deploy_and_for_codecommit_the_build_only():
+    renderings = documents("events-start-build.json.j2")
+    assert {scenario for scenario, _ in renderings} == {"GITHUB", "CODECOMMIT"}
+    for scenario, policy in renderings:
+        assert allows(policy, "codebuild:StartBuild", DEPLOY_PROJECT_ARN)
+        assert allows(policy, "codebuild:StartBuild", BUILD_PROJECT_ARN) is (scenario == "CODECOMMIT")
+        assert not allows(
+            policy, "codebuild:StartBuild", f"arn:aws:codebuild:{REGION}:{ACCOUNT}:project/other"
         )
-    )
-
-
-def test_eventbridge_may_start_the_deploy_and_for_codecommit_the_build_only(codecommit):
-    policy = render("events-start-build.json.j2", codecommit=codecommit)
-    build = f"arn:aws:codebuild:{REGION}:{ACCOUNT}:project/{BUILD_PROJECT}"
-    assert allows(policy, "codebuild:StartBuild", DEPLOY_PROJECT_ARN)
-    assert allows(policy, "codebuild:StartBuild", build) is codecommit
-    assert not allows(policy, "codebuild:StartBuild", f"arn:aws:codebuild:{REGION}:{ACCOUNT}:project/other")
 
 
 # ---------------------------------------------------------------------------------------------
