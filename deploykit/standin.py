@@ -260,9 +260,50 @@ def moto_command(console_dir: Path, port: int) -> list[str]:
             "-H", "127.0.0.1", "-p", str(port)]  # fmt: skip
 
 
+def _listener_pid(port: int) -> int | None:
+    """The process listening on 127.0.0.1:`port` (from /proc: no tool needed), or None."""
+    wanted = f"0100007F:{port:04X}"
+    inodes = set()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[1] == wanted and fields[3] == "0A":  # LISTEN
+                inodes.add(f"socket:[{fields[9]}]")
+    for proc in Path("/proc").iterdir():
+        if inodes and proc.name.isdigit():
+            with contextlib.suppress(OSError):
+                if any(os.readlink(fd) in inodes for fd in (proc / "fd").iterdir()):
+                    return int(proc.name)
+    return None
+
+
+def _replace_foreign_moto() -> bool:
+    """Stop a moto that answers on the stand-in's port but serves another stand-in's consoles (one a
+    former checkout, or an earlier version without consoles, left running); return whether one was
+    stopped. A moto of this stand-in's own, or anything that is not a moto server, is left alone."""
+    pid = _listener_pid(MOTO_PORT)
+    if pid is None or pid == moto_pid():
+        return False
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    words = [word.decode(errors="replace") for word in command if word]
+    if words == moto_command(CONSOLE_DIR, MOTO_PORT) or not any("moto_server" in word for word in words):
+        return False
+    say(f"stopping the moto on {ENDPOINT} that this stand-in did not start (pid {pid}: {' '.join(words)})")
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    while _pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if _pid_alive(pid):
+        os.kill(pid, signal.SIGKILL)
+    return True
+
+
 def _start_moto() -> subprocess.Popen[bytes] | None:
-    """Start moto_server detached unless a moto already answers; return the new process."""
-    if moto_answers():
+    """Start moto_server detached unless this stand-in's moto already answers; return the new process."""
+    if moto_answers() and not _replace_foreign_moto():
         return None
     if _port_taken():
         raise SetupError(f"port {MOTO_PORT} answers but not as moto; free it or set DEPLOYKIT_MOTO_PORT")
