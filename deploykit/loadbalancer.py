@@ -216,6 +216,15 @@ def _servers(config: str) -> dict[str, str]:
     return dict(re.findall(r"^    server (\S+) (\S+)$", config, flags=re.MULTILINE))
 
 
+def _serves(site: Site) -> bool:
+    """Whether the site's container mounts this site's configuration directory."""
+    result = run(
+        [DOCKER, "container", "inspect", "--format", "{{range .Mounts}}{{.Source}} {{end}}", site.name],
+        check=False,
+    )
+    return str(site.directory / "etc") in result.stdout.split()
+
+
 def _container_state(site: Site) -> str | None:
     result = run([DOCKER, "container", "inspect", "--format", "{{.State.Status}}", site.name], check=False)
     return result.stdout.strip() if result.returncode == 0 else None
@@ -310,7 +319,9 @@ def ensure(elbv2: Any, ec2: Any, target_group_arn: str, *, site: Site = SITE) ->
     live = etc / "haproxy.cfg"
     before = live.read_text() if live.exists() else ""
     state = _container_state(site)
-    running = state == "running"
+    # A container another checkout started (a leftover, same name) serves that checkout's files:
+    # this one's candidate configuration is not in it. It is replaced, not reloaded.
+    running = state == "running" and _serves(site)
     if running and config == before and not changes:
         return changes
     # The running process read the map at its start: writing it now changes nothing until the reload.
