@@ -2,8 +2,9 @@
 
 The deploy runs with inventory/production's files, in which only what tests/test_environment_parity.py
 allows to differ is replaced by the stand-in's values (region and Env tag, the public address, the
-load balancer's address, the registry and its CA), and logs in as a CodeBuild build does: the deploy
-key in an ssh-agent, the hosts' keys in the file DEPLOYKIT_KNOWN_HOSTS names. Production's sizes
+load balancer's address, the registry and its CA, the CloudWatch Logs driver), and logs in as the
+deploy project does: the deploy key in an ssh-agent, the hosts' keys in the file
+DEPLOYKIT_KNOWN_HOSTS names. Production's sizes
 (gunicorn workers, container memory) stay. Through the front door, under a stream of requests:
 no request fails, HTTPS answers without a redirect loop and sends HSTS, plain HTTP is redirected to
 HTTPS, and a client that sends its own X-Forwarded-Proto straight to a host is not believed.
@@ -35,6 +36,9 @@ REPLACED = {
         "app_load_balancer_cidrs",
         "app_deploy_image_repository",
         "docker_engine_registry_ca_certificates",
+        # CloudWatch Logs has no stand-in: the hosts keep the daemon's json-file (the role's default).
+        "app_deploy_log_driver",
+        "app_deploy_log_options",
     ),
 }
 
@@ -62,7 +66,10 @@ def production_inventory(tmp_path_factory) -> Path:
     for name, keys in REPLACED.items():
         local = yaml.safe_load((ROOT / "inventory" / "local" / name).read_text())
         production = yaml.safe_load((inventory / name).read_text())
-        production.update({key: local[key] for key in keys})
+        production.update({key: local[key] for key in keys if key in local})
+        # What the stand-in leaves to the role's default, production's file must not set either.
+        for key in (key for key in keys if key not in local):
+            production.pop(key, None)
         (inventory / name).write_text(yaml.safe_dump(production, sort_keys=False))
     return inventory
 
