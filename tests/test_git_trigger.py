@@ -205,3 +205,83 @@ def test_push_while_a_build_runs_is_refused_naming_it(repo: Setup):
     assert f"build refused: build {running['id']} (#1" in output
     assert "BUILD SUCCEEDED" in first_output
     assert repo.markers_written() == ["built-1"]
+
+
+# ---------------------------------------------------------------------------------------------
+# The deploy stage: what EventBridge does on AWS when a build succeeds
+
+# The build exports the image and the commit, as buildspec.yml does; FAIL_BUILD makes it fail.
+EXPORTING_BUILDSPEC = """\
+version: 0.2
+env:
+  exported-variables:
+    - IMAGE_URI
+    - SOURCE_COMMIT
+phases:
+  build:
+    commands:
+      - test -z "${FAIL_BUILD:-}"
+      - export IMAGE_URI="registry.test/deploykit/app:${CODEBUILD_RESOLVED_SOURCE_VERSION:0:12}"
+      - export SOURCE_COMMIT="$CODEBUILD_RESOLVED_SOURCE_VERSION"
+"""
+# The deploy project's buildspec, fixed in the trigger's definition: it records what it was given.
+DEPLOY_BUILDSPEC = """\
+version: 0.2
+phases:
+  build:
+    commands:
+      - >-
+        echo "fixed $(git rev-parse HEAD) $IMAGE_URI $DEPLOY_ENV"
+        "${SSH_AUTH_SOCK:-no-agent} $CODEBUILD_INITIATOR" > "MARKERS/deployed-$CODEBUILD_BUILD_NUMBER"
+"""
+
+
+@pytest.fixture
+def staged(tmp_path: Path) -> Setup:
+    """A trigger with a deploy stage whose buildspec lives outside the pushed repository."""
+    setup = make_setup(tmp_path, MAIN_ONLY)
+    (setup.work / "buildspec.yml").write_text(EXPORTING_BUILDSPEC)
+    setup.git("add", "buildspec.yml")
+    # What the pushed commit says the deploy should run: it must not be what runs.
+    (setup.work / "buildspec-deploy.yml").write_text(
+        DEPLOY_BUILDSPEC.replace("fixed", "pushed").replace("MARKERS", str(setup.markers))
+    )
+    setup.git("add", "buildspec-deploy.yml")
+    fixed = tmp_path / "deploy-project" / "buildspec-deploy.yml"
+    fixed.parent.mkdir()
+    fixed.write_text(DEPLOY_BUILDSPEC.replace("MARKERS", str(setup.markers)))
+    init_remote(
+        setup.remote,
+        vars_path=tmp_path / "codebuild.yml",
+        builds_dir=setup.builds,
+        python=Path(sys.executable),
+        project_root=ROOT,
+        deploy_buildspec=fixed,
+        deploy_env_overrides={"DEPLOY_ENV": "local"},
+    )
+    return setup
+
+
+def test_a_build_that_succeeds_starts_the_deploy_with_its_image_and_commit(staged: Setup):
+    sha = staged.commit("first")
+    output = staged.push("HEAD:refs/heads/main", SSH_AUTH_SOCK="/tmp/pusher-agent.sock")
+    assert f"succeeded: deploying registry.test/deploykit/app:{sha[:12]} (deploykit-deploy)" in output, output
+    (marker,) = [name for name in staged.markers_written() if name.startswith("deployed-")]
+    words = (staged.markers / marker).read_text().split()
+    # The trigger's own buildspec ran (not the pushed one), on the exported commit, with the image,
+    # the deploy project's variables, and none of the pusher's SSH material.
+    assert words == ["fixed", sha, f"registry.test/deploykit/app:{sha[:12]}", "local", "no-agent",
+                     "rule/deploykit-deploy-on-build-succeeded"]  # fmt: skip
+    # One summary per project: the build's and the deploy's.
+    assert sorted(path.parent.name for path in staged.builds.glob("*/1.json")) == [
+        "deploykit-deploy",
+        PROJECT,
+    ]
+
+
+def test_a_build_that_fails_starts_no_deploy(staged: Setup):
+    staged.commit("first")
+    output = staged.push("HEAD:refs/heads/main", FAIL_BUILD="1")
+    assert "BUILD FAILED" in output, output
+    assert "deploying" not in output
+    assert [name for name in staged.markers_written() if name.startswith("deployed-")] == []
