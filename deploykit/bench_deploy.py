@@ -92,6 +92,8 @@ def _children_cpu_seconds() -> float:
 def _env(**extra: str) -> dict[str, str]:
     env = {key: value for key, value in standin.tool_env().items() if not key.startswith("ANSIBLE_")}
     env.update(
+        # The stand-in's deploy key and known hosts, as an operator deploys by hand.
+        standin.ssh_environment(),
         PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
         ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"),
         ANSIBLE_NOCOLOR="1",

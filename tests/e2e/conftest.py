@@ -196,14 +196,17 @@ def on_host(host: str, script: str, *, check: bool = True, timeout: float = 120)
     return docker("exec", host, "sh", "-c", script, check=check, timeout=timeout).stdout
 
 
-def tool_env(**extra: str) -> dict[str, str]:
-    """This process's environment pointed at the stand-in, with no Ansible settings of the caller."""
+def tool_env(**extra: str | None) -> dict[str, str]:
+    """This process's environment pointed at the stand-in, with no Ansible settings of the caller,
+    and the stand-in's deploy key and known hosts, as an operator deploys by hand. A value of None
+    in `extra` removes that variable."""
     env = {
         key: value
         for key, value in standin.tool_env().items()
         if not key.startswith("ANSIBLE_") and key != "DEPLOYKIT_RUN_ID"
     }
     env.update(
+        standin.ssh_environment(),
         PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
         ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"),
         ANSIBLE_NOCOLOR="1",
@@ -211,7 +214,11 @@ def tool_env(**extra: str) -> dict[str, str]:
         USER=ACTOR,
         DEPLOYKIT_ACTOR=ACTOR,
     )
-    env.update(extra)
+    for key, value in extra.items():
+        if value is None:
+            env.pop(key, None)
+        else:
+            env[key] = value
     return env
 
 
@@ -317,10 +324,10 @@ class Ansible:
             *args,
         ]
 
-    def start(self, label: str, args: Sequence[str], **env: str) -> RunningPlaybook:
+    def start(self, label: str, args: Sequence[str], **env: str | None) -> RunningPlaybook:
         return RunningPlaybook(self, label, list(args), tool_env(**env))
 
-    def run(self, label: str, args: Sequence[str], **env: str) -> PlaybookRun:
+    def run(self, label: str, args: Sequence[str], **env: str | None) -> PlaybookRun:
         return self.start(label, args, **env).wait()
 
     def deploy(self, label: str, tag: str, *args: str, **env: str) -> PlaybookRun:

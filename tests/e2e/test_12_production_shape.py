@@ -85,6 +85,8 @@ def production_deploy(
                 "v2-production-shape",
                 ansible.deploy_args(releases.v2.tag, inventory=str(production_inventory)),
                 DEPLOYKIT_KNOWN_HOSTS=str(standin.KNOWN_HOSTS),
+                # The key only in the agent, as in the deploy project: no key file of an operator's.
+                ANSIBLE_PRIVATE_KEY_FILE=None,
                 **agent,
             )
     finally:
