@@ -99,16 +99,16 @@ def policy_files(directory: Path = POLICIES) -> list[Path]:
     return sorted({*directory.glob("*.json"), *directory.glob("*.json.j2")})
 
 
-def _trusted(value: Any) -> Any:
+def trusted(value: Any) -> Any:
     """Variables files as Ansible holds them: templates it may render (2.19 trusts no text by default)."""
     from ansible.template import trust_as_template
 
     if isinstance(value, str):
         return trust_as_template(value)
     if isinstance(value, dict):
-        return {key: _trusted(item) for key, item in value.items()}
+        return {key: trusted(item) for key, item in value.items()}
     if isinstance(value, list):
-        return [_trusted(item) for item in value]
+        return [trusted(item) for item in value]
     return value
 
 
@@ -128,7 +128,7 @@ def render(directory: Path = POLICIES, tasks_file: Path = ROLE_TASKS) -> list[Re
     loader = DataLoader()
     variables: dict[str, Any] = {}
     for path in VARS_FILES:
-        variables.update(_trusted(yaml.safe_load(path.read_text())))
+        variables.update(trusted(yaml.safe_load(path.read_text())))
     variables.update(REPRESENTATIVE)
     expressions = template_vars_expressions(tasks_file)
     renderings: dict[tuple[Path, str], Rendering] = {}

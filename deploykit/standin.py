@@ -277,6 +277,19 @@ def _listener_pid(port: int) -> int | None:
     return None
 
 
+def _terminate(pid: int) -> None:
+    """SIGTERM, up to 10 s to end, then SIGKILL."""
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    while _pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if _pid_alive(pid):
+        os.kill(pid, signal.SIGKILL)
+        time.sleep(0.2)
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)  # reap it when this process happens to be its parent
+
+
 def _replace_foreign_moto() -> bool:
     """Stop a moto that answers on the stand-in's port but serves another stand-in's consoles (one a
     former checkout, or an earlier version without consoles, left running); return whether one was
@@ -292,12 +305,7 @@ def _replace_foreign_moto() -> bool:
     if words == moto_command(CONSOLE_DIR, MOTO_PORT) or not any("moto_server" in word for word in words):
         return False
     say(f"stopping the moto on {ENDPOINT} that this stand-in did not start (pid {pid}: {' '.join(words)})")
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + 10
-    while _pid_alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    if _pid_alive(pid):
-        os.kill(pid, signal.SIGKILL)
+    _terminate(pid)
     return True
 
 
@@ -357,15 +365,7 @@ def stop_moto() -> bool:
     pid = moto_pid()
     if pid is None:
         return False
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + 10
-    while _pid_alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    if _pid_alive(pid):
-        os.kill(pid, signal.SIGKILL)
-        time.sleep(0.2)
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, os.WNOHANG)  # reap it when this process happens to be its parent
+    _terminate(pid)
     MOTO_PID.unlink(missing_ok=True)
     return True
 

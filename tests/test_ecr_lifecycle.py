@@ -28,8 +28,9 @@ from typing import Any
 import pytest
 import yaml
 from ansible.parsing.dataloader import DataLoader
-from ansible.template import Templar, trust_as_template
+from ansible.template import Templar
 
+from deploykit import iam_lint
 from deploykit.system import ROOT
 
 ROLE = ROOT / "roles" / "aws_registry"
@@ -41,20 +42,9 @@ START = datetime(2026, 1, 1, tzinfo=UTC)
 _SELECTION_KEYS = {"tagStatus", "tagPrefixList", "countType", "countUnit", "countNumber"}
 
 
-def _trusted(value: Any) -> Any:
-    """Role defaults as Ansible holds them: templates it may render (2.19 trusts no text by default)."""
-    if isinstance(value, str):
-        return trust_as_template(value)
-    if isinstance(value, dict):
-        return {key: _trusted(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_trusted(item) for item in value]
-    return value
-
-
 def render_defaults(**overrides: Any) -> dict[str, Any]:
     """The role's defaults rendered by Ansible's own templating, as the role's task receives them."""
-    defaults = _trusted(yaml.safe_load((ROLE / "defaults" / "main.yml").read_text()))
+    defaults = iam_lint.trusted(yaml.safe_load((ROLE / "defaults" / "main.yml").read_text()))
     defaults.update(overrides)
     return Templar(loader=DataLoader(), variables=defaults).template(defaults)
 
