@@ -12,9 +12,18 @@ CodeBuild's UpdateProject is missing from moto (HTTP 500). provision.yml sets ea
 concurrent build limit with it (plugins/modules/codebuild_build_limit.py); this server takes an
 UpdateProject that sets concurrentBuildLimit alone, keeps it on the project for BatchGetProjects to
 return, and refuses any other field (InvalidInputException), so nothing else looks updated that is
-not. Everything else is moto unchanged.
+not.
 
-CLI: python -m deploykit.moto_server --console-dir DIR [moto_server's arguments: -H HOST -p PORT]
+ECR's API and its registry are one store on AWS, but moto keeps images of its own that no
+`docker push` reaches. Given the registry (--registry URL of its v2 API, --registry-data its
+storage root, --registry-ca the CA its certificate is signed by), this server answers ListImages,
+DescribeImages, BatchGetImage, PutImage and BatchDeleteImage from that registry
+(deploykit/ecr_registry.py): what the build pushed is what ECR's API sees, and a tag PutImage adds
+is one `docker pull` finds. Without them, ECR's images are moto's own. Everything else is moto
+unchanged.
+
+CLI: python -m deploykit.moto_server --console-dir DIR [--registry URL --registry-data DIR
+     --registry-ca FILE] [moto_server's arguments: -H HOST -p PORT]
 """
 
 from __future__ import annotations
@@ -32,6 +41,8 @@ from moto.core.utils import utcnow
 from moto.ec2.responses.general import General
 from moto.ec2.utils import Base64EncodedString
 from moto.server import main as moto_main
+
+from deploykit import ecr_registry
 
 _moto_console_output = General.get_console_output
 
@@ -80,9 +91,17 @@ def update_project(self: CodeBuildResponse) -> ActionResult:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m deploykit.moto_server", add_help=False)
     parser.add_argument("--console-dir", type=Path, required=True)
+    parser.add_argument("--registry", metavar="URL")
+    parser.add_argument("--registry-data", type=Path, metavar="DIR")
+    parser.add_argument("--registry-ca", type=Path, metavar="FILE")
     args, moto_args = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
+    registry = (args.registry, args.registry_data, args.registry_ca)
+    if any(registry) and not all(registry):
+        parser.error("--registry, --registry-data and --registry-ca go together")
     General.get_console_output = _answer_from(args.console_dir)
     CodeBuildResponse.update_project = update_project
+    if args.registry:
+        ecr_registry.install(ecr_registry.Registry(args.registry, args.registry_data, args.registry_ca))
     moto_main(moto_args)
 
 

@@ -35,6 +35,11 @@ USER = "AWS"
 # What moto's GetAuthorizationToken returns for its default account (`AWS:<account>-auth-token`).
 PASSWORD = "123456789012-auth-token"  # noqa: S105 - a fixed value of the local stand-in, not a secret
 _DIR = STATE / "registry"
+# The registry's storage root (distribution's filesystem driver): the ECR API stand-in reads and
+# removes tags there where distribution 2.8's HTTP API has no call (deploykit/ecr_registry.py).
+DATA = _DIR / "data"
+# The registry as this machine reaches it (its certificate names loopback too).
+URL = f"https://127.0.0.1:{PORT}"
 _PID = _DIR / "registry.pid"
 _LOG = _DIR / "registry.log"
 
@@ -69,7 +74,7 @@ log:
   level: warn
 storage:
   filesystem:
-    rootdirectory: {_DIR / "data"}
+    rootdirectory: {DATA}
   delete:
     enabled: true
 http:
@@ -92,7 +97,7 @@ def answers() -> bool:
     if context is None:
         return False
     try:
-        urllib.request.urlopen(f"https://127.0.0.1:{PORT}/v2/", context=context, timeout=2)
+        urllib.request.urlopen(f"{URL}/v2/", context=context, timeout=2)
     except urllib.error.HTTPError as error:
         return error.code == 401
     except (urllib.error.URLError, OSError):
@@ -170,7 +175,7 @@ def push(local_tag: str, repository: str, tag: str) -> str:
 def tags(repository: str) -> list[str]:
     """The tags `repository` has in the registry, as its v2 API lists them (none: an empty list)."""
     context = ssl.create_default_context(cafile=str(CA_CERT))
-    request = urllib.request.Request(f"https://127.0.0.1:{PORT}/v2/{repository}/tags/list")
+    request = urllib.request.Request(f"{URL}/v2/{repository}/tags/list")
     request.add_header("Authorization", "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode())
     try:
         with urllib.request.urlopen(request, context=context, timeout=10) as response:

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from deploykit import images, loadbalancer, network, postgres
+from deploykit import registry as image_registry
 from deploykit.system import CACHE, DOCKER, ROOT, SetupError, main_guard, run, say
 
 STATE_DIR = CACHE / "standin"
@@ -51,6 +52,8 @@ MOTO_LOG = STATE_DIR / "moto.log"
 CONSOLE_DIR = STATE_DIR / "console"
 # provision_deploy_key_parameter (playbooks/vars/provision.yml) for the local environment.
 DEPLOY_KEY_PARAMETER = "/deploykit/local/DEPLOY_SSH_KEY"
+# provision_ecr_repository (playbooks/vars/provision.yml): the app image's repository.
+ECR_REPOSITORY = "deploykit/app"
 BENCH_INVENTORY = STATE_DIR / "bench-inventory"
 # ansible.cfg's fact_caching_connection: facts are cached per host name, and a new host of an old
 # name must not inherit the facts (addresses, interpreter) of the one before.
@@ -254,10 +257,14 @@ def moto_pid() -> int | None:
     return pid if _pid_alive(pid) else None
 
 
-def moto_command(console_dir: Path, port: int) -> list[str]:
-    """The command that serves the stand-in's AWS APIs: moto, with the instances' consoles."""
-    return [sys.executable, "-m", "deploykit.moto_server", "--console-dir", str(console_dir),
-            "-H", "127.0.0.1", "-p", str(port)]  # fmt: skip
+def moto_command(console_dir: Path, port: int, *, registry: bool = True) -> list[str]:
+    """The command that serves the stand-in's AWS APIs: moto, with the instances' consoles and,
+    unless `registry` is False, ECR's images answered from the local registry (as on AWS, one store)."""
+    command = [sys.executable, "-m", "deploykit.moto_server", "--console-dir", str(console_dir)]
+    if registry:
+        command += ["--registry", image_registry.URL, "--registry-data", str(image_registry.DATA),
+                    "--registry-ca", str(image_registry.CA_CERT)]  # fmt: skip
+    return [*command, "-H", "127.0.0.1", "-p", str(port)]
 
 
 def _listener_pid(port: int) -> int | None:
@@ -873,6 +880,7 @@ def up(hosts: int = DEFAULT_HOSTS, distro: str = MIXED) -> list[Host]:
         _write_consoles(fleet, changes)
         changes += _ensure_load_balancer(fleet, made)
         _ensure_app_parameters(changes)
+        _ensure_repository(changes)
         if _write_if_changed(ENV_FILE, env_script()):
             changes.append(f"wrote {ENV_FILE.relative_to(ROOT)}")
         _write_if_changed(STATE_FILE, json.dumps(_state(fleet), indent=2) + "\n")
@@ -966,6 +974,18 @@ def _ensure_app_parameters(changes: list[str]) -> None:
     if stored != key:
         ssm.put_parameter(Name=name, Value=key, Type="SecureString", Overwrite=True)
         changes.append(f"SSM parameter {name} holds the stand-in's deploy key")
+
+
+def _ensure_repository(changes: list[str]) -> None:
+    """The app image's ECR repository, with immutable tags, as roles/aws_registry makes it on AWS
+    (its images are the registry's: deploykit.ecr_registry). The deploy marks the images it holds
+    there."""
+    ecr = client("ecr")
+    try:
+        ecr.create_repository(repositoryName=ECR_REPOSITORY, imageTagMutability="IMMUTABLE")
+        changes.append(f"ECR repository {ECR_REPOSITORY} created")
+    except ecr.exceptions.RepositoryAlreadyExistsException:
+        pass
 
 
 def _state(fleet: list[Host]) -> dict[str, Any]:

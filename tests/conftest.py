@@ -179,9 +179,13 @@ def moto_server(tmp_path_factory: pytest.TempPathFactory) -> MotoServer:
     or test that asks, and stops it when that `request` ends: `moto_server(request, **env)` returns
     its endpoint. `env` adds moto's settings (MOTO_ENABLE_KEYPAIR_VALIDATION=true, say). It is the
     stand-in's moto (deploykit.moto_server): GetConsoleOutput of an instance answers with the file
-    `console_dir/<instance id>` when the caller names a `console_dir` and writes one there."""
+    `console_dir/<instance id>` when the caller names a `console_dir` and writes one there. ECR's
+    images are moto's own (PutImage stores a manifest alone) unless the caller asks for
+    `registry=True`: then they are the local registry's, as in the stand-in."""
 
-    def start(request: pytest.FixtureRequest, *, console_dir: Path | None = None, **env: str) -> str:
+    def start(
+        request: pytest.FixtureRequest, *, console_dir: Path | None = None, registry: bool = False, **env: str
+    ) -> str:
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             port = probe.getsockname()[1]
@@ -190,7 +194,7 @@ def moto_server(tmp_path_factory: pytest.TempPathFactory) -> MotoServer:
         log_path = folder / "moto.log"
         with log_path.open("wb") as log:
             server = subprocess.Popen(
-                standin.moto_command(console_dir or folder / "console", port),
+                standin.moto_command(console_dir or folder / "console", port, registry=registry),
                 cwd=ROOT, stdout=log, stderr=log, stdin=subprocess.DEVNULL, env={**os.environ, **env},
             )  # fmt: skip
 
