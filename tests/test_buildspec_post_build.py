@@ -2,8 +2,9 @@
 
 The `aws` CLI is the real one (the virtualenv's), against a moto server of this module's own on a
 free port of 127.0.0.1: ECR's DescribeImages answers as moto does (an image "pushed" with PutImage,
-API only). `docker` is a small script that records how it was called: no image is pushed. What this
-proves: which answers skip the push, and that the build exports the image and the commit the deploy
+API only; the stand-in's ECR answers from its registry, tests/test_ecr_registry.py). `docker` is a
+small script that records how it was called: no image is pushed. What this proves: which answers
+skip the push, whatever the registry's name, and that the build exports the image and the commit the deploy
 stage takes (buildspec-deploy.yml; tests/test_buildspec_deploy.py runs that one). An ECR that
 refuses DescribeImages cannot be had from moto (it enforces no IAM); a repository that does not
 exist is the other answer tested.
@@ -133,7 +134,7 @@ def post_build(
         "phases": {
             "pre_build": {
                 "commands": [
-                    f"export REGISTRY={registry} IMAGE_TAG={TAG}",
+                    f"export ACCOUNT_ID={ACCOUNT} REGISTRY={registry} IMAGE_TAG={TAG}",
                     'export IMAGE_URI="${REGISTRY}/${ECR_REPOSITORY}:${IMAGE_TAG}"',
                 ]
             },
@@ -217,13 +218,14 @@ def test_any_other_answer_of_ecr_pushes_and_says_why(tmp_path, moto):
     assert "RepositoryNotFoundException" in said[0]
 
 
-def test_the_local_registry_is_pushed_to_without_asking_ecr(tmp_path, aws):
-    # Even with the tag in (moto's) ECR: the local registry stand-in is not ECR, and is pushed to.
+def test_the_local_registry_takes_the_same_path(tmp_path, aws):
+    # One path in both worlds: with the stand-in's registry the build asks ECR's API as well (the
+    # stand-in's answers from that registry: tests/test_ecr_registry.py) and takes what is there.
     _pushed_before(aws)
     build = post_build(tmp_path, aws, registry=LOCAL_REGISTRY)
     assert build.result.status == "SUCCEEDED", build.output
-    assert _pushes(build) == [f"docker push {LOCAL_REGISTRY}/deploykit/app:{TAG}"]
-    assert f"{LOCAL_REGISTRY}/deploykit/app:{TAG} is already in ECR" not in build.output
+    assert _pushes(build) == []
+    assert f"{LOCAL_REGISTRY}/deploykit/app:{TAG} is already in ECR" in build.output
 
 
 def test_a_failed_build_pushes_and_deploys_nothing(tmp_path, aws):
