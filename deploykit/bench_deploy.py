@@ -302,8 +302,10 @@ def measure_push() -> tuple[dict[str, float], dict[str, float]]:
         clone = Path(scratch) / "clone"
         subprocess.run(["git", "clone", "--quiet", str(ROOT), str(clone)], check=True)
         views = clone / "django_app" / "releases" / "views.py"
-        # Two blank lines first, as `ruff format --check` (in the build's pre_build) wants them.
-        views.write_text(views.read_text() + "\n\n# a one-file change for the push benchmark\n")
+        # Two blank lines first, as `ruff format --check` (in the build's pre_build) wants them; a
+        # value no earlier run pushed, so no layer of an earlier run's image stands in for the build.
+        change = f"\n\n# a one-file change for the push benchmark: {secrets.token_hex(8)}\n"
+        views.write_text(views.read_text() + change)
         git = ["git", "-C", str(clone), "-c", "user.name=bench", "-c", "user.email=bench@deploykit.invalid"]
         subprocess.run(
             [*git, "commit", "--quiet", "--all", "--message", "Benchmark: a one-file change"], check=True
