@@ -140,6 +140,16 @@ def test_the_build_role_cannot_reach_the_fleet_or_the_lock(build_role):
     assert not allows(build_role, "ec2:CreateNetworkInterface", "*")
 
 
+def test_only_the_deploy_role_may_remove_the_marks_that_keep_held_images(build_role, deploy_roles):
+    # A mark removed is an image the lifecycle may expire under a host: the pushed code must not.
+    repository = f"arn:aws:ecr:{REGION}:{ACCOUNT}:repository/deploykit/app"
+    assert not allows(build_role, "ecr:BatchDeleteImage", repository)
+    for deploy_role in deploy_roles:
+        for action in ("ecr:ListImages", "ecr:BatchGetImage", "ecr:PutImage", "ecr:BatchDeleteImage"):
+            assert allows(deploy_role, action, repository), action
+        assert not allows(deploy_role, "ecr:BatchDeleteImage", repository.replace("deploykit/app", "other"))
+
+
 def test_the_build_role_may_push_the_image_it_builds(build_role):
     # What it needs, so that the "no" answers above are not a role that may do nothing.
     assert allows(build_role, "ecr:PutImage", f"arn:aws:ecr:{REGION}:{ACCOUNT}:repository/deploykit/app")

@@ -4,13 +4,22 @@ First, three rollbacks that must be refused before any host switches back: a rel
 no release ID or tag, a fleet where the last host of the rollout lost the environment file of the
 release to return to (once, the first batch would have switched back and the fleet split), and a
 fleet whose last host does not answer (frozen with docker pause).
+
+After the rollback, and so after every deploy of scenarios 1 to 5, the images the hosts keep are
+exactly those the deploys marked in ECR (the stand-in's ECR API answers from the real registry),
+and the repository's lifecycle policy, evaluated over those images and many newer pushes, expires
+none of them.
 """
 
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 
 import pytest
+
+from deploykit import standin
+from tests.test_ecr_lifecycle import Image, expired_by, render_defaults
 
 pytestmark = pytest.mark.e2e
 
@@ -96,3 +105,49 @@ def test_rollback_pulls_nothing_from_the_registry(rollback, ansible, fleet):
     pulled_before = [run.label for run in ansible.runs if run.registry_requests(fleet.addresses)]
     assert pulled_before, "the registry's log shows no request from the hosts during any deploy"
     assert rollback.registry_requests(fleet.addresses) == []
+
+
+# ---------------------------------------------------------------------------------------------
+# The images the hosts keep, marked in ECR: roles/aws_registry's lifecycle policy never expires them.
+
+HELD = "held-local-"
+
+
+@pytest.fixture(scope="module")
+def repository_after_rollback(rollback, fleet) -> dict:
+    """The hosts' kept image tags and the repository's images, as ECR's API describes them."""
+    kept = {
+        entry["tag"]
+        for name in fleet.names
+        for entry in json.loads(fleet.sh(name, f"cat {STATE_FILE}"))["history"]
+    }
+    ecr = standin.client("ecr")
+    pages = ecr.get_paginator("describe_images").paginate(repositoryName="deploykit/app")
+    images = [image for page in pages for image in page["imageDetails"]]
+    return {"kept": kept, "images": images}
+
+
+def test_ecr_marks_exactly_the_images_the_hosts_keep(repository_after_rollback):
+    kept, images = repository_after_rollback["kept"], repository_after_rollback["images"]
+    marks = {tag for image in images for tag in image.get("imageTags", []) if tag.startswith(HELD)}
+    assert len(kept) > 1, kept  # the serving release and one to return to, at least
+    assert marks == {HELD + tag for tag in kept}
+    # Each mark is on the image of the tag it names.
+    digests = {tag: image["imageDigest"] for image in images for tag in image.get("imageTags", [])}
+    assert all(digests[HELD + tag] == digests[tag] for tag in kept)
+
+
+def test_the_lifecycle_policy_expires_no_kept_image_after_many_newer_pushes(repository_after_rollback):
+    kept, described = repository_after_rollback["kept"], repository_after_rollback["images"]
+    policy = render_defaults()["aws_registry_lifecycle_policy"]
+    images = [Image(d["imageDigest"], d["imagePushedAt"], set(d.get("imageTags", []))) for d in described]
+    latest = max(image.pushed_at for image in images)
+    # Far more pushes than the policy keeps by count, none of them deployed.
+    images += [Image(f"sha256:new{n:04d}", latest + timedelta(minutes=n), {f"new-{n}"}) for n in range(1, 61)]
+    kept_digests = {image.digest for image in images if image.tags & kept}
+    now = datetime.now(UTC) + timedelta(days=1)
+    assert not kept_digests & expired_by(policy, images, now)
+    # The marks do the work: the same images without them lose what the hosts keep.
+    unmarked = [Image(image.digest, image.pushed_at, {t for t in image.tags if not t.startswith(HELD)})
+                for image in images]  # fmt: skip
+    assert kept_digests & expired_by(policy, unmarked, now)

@@ -259,8 +259,12 @@ def registry_faults(killed_mid_rollout, ansible, fleet, releases, request_stream
 def test_a_missing_tag_is_named_as_missing(registry_faults):
     missing = registry_faults["missing"]
     assert missing.returncode != 0, missing.tail()
-    assert f":{registry_faults['missing_tag']}: the tag does not exist in the registry" in missing.output
+    # ECR is asked on the controller, when the deploy marks the image it deploys, before any host pulls.
+    assert (
+        f"ECR repository deploykit/app has no image tagged {registry_faults['missing_tag']}" in missing.output
+    )
     assert "cannot be reached" not in missing.output
+    assert missing.hosts_in(PLAN) == [], missing.tail()
     assert registry_faults["after_missing"] == registry_faults["before"]
 
 
