@@ -16,7 +16,7 @@ import boto3
 import pytest
 
 from deploykit.system import ROOT
-from tests.test_deploy_plugins import _playbook
+from tests.test_deploy_plugins import _playbook, _run
 
 _SPEC = importlib.util.spec_from_file_location("ecr_held_images", ROOT / "plugins/action/ecr_held_images.py")
 assert _SPEC
@@ -47,7 +47,7 @@ def ecr(endpoint: str):
     client.delete_repository(repositoryName=REPOSITORY, force=True)
 
 
-def push(ecr, tag: str) -> str:
+def push(ecr, tag: str, layer: str = "") -> str:
     """An image of its own under `tag` (what `docker push` makes); its digest."""
     manifest = json.dumps({
         "schemaVersion": 2,
@@ -56,7 +56,7 @@ def push(ecr, tag: str) -> str:
                    "digest": "sha256:" + hashlib.sha256(tag.encode()).hexdigest()},
         # moto makes an image's digest from its layers': each image gets one of its own.
         "layers": [{"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip", "size": 2,
-                    "digest": "sha256:" + hashlib.sha256(f"layer {tag}".encode()).hexdigest()}],
+                    "digest": "sha256:" + hashlib.sha256(f"layer {tag} {layer}".encode()).hexdigest()}],
     })  # fmt: skip
     return ecr.put_image(repositoryName=REPOSITORY, imageManifest=manifest, imageTag=tag)["image"]["imageId"][
         "imageDigest"
@@ -92,6 +92,19 @@ def test_exclusive_removes_the_mark_of_an_image_no_host_holds_and_keeps_the_imag
     outcome = plugin.hold(ecr, REPOSITORY, "production", ["v2"], exclusive=True)
     assert outcome["removed"] == ["held-production-v1"]
     assert tags_of(ecr) == {"v1": old, "v2": new, "held-production-v2": new}
+
+
+def test_a_mark_left_on_an_image_whose_tag_was_pushed_again_follows_the_tag(ecr):
+    old = push(ecr, "v1")
+    plugin.hold(ecr, REPOSITORY, "production", ["v1"])
+    # The tag deleted and the commit pushed again (a new build: a new digest); the mark keeps the
+    # old image alive under its own tag.
+    ecr.batch_delete_image(repositoryName=REPOSITORY, imageIds=[{"imageTag": "v1"}])
+    new = push(ecr, "v1", layer="rebuilt")
+    assert new != old
+    outcome = plugin.hold(ecr, REPOSITORY, "production", ["v1"], exclusive=True)
+    assert outcome["moved"] == ["held-production-v1"]
+    assert tags_of(ecr) == {"v1": new, "held-production-v1": new}
 
 
 def test_an_environment_never_removes_another_environments_marks(ecr):
@@ -166,3 +179,46 @@ def test_a_refusal_of_ecr_fails_the_task(tmp_path, endpoint):
     run = _playbook(tmp_path, endpoint, HOLD)
     assert run.returncode != 0
     assert "RepositoryNotFoundException" in run.stdout, run.stdout[-3000:]
+
+
+# playbooks/tasks/held-images.yml, the last step of a deploy or rollback, over an inventory whose
+# web hosts were read (app_deploy_kept_tags set, as app_deploy's inspect sets it) or not.
+HELD_IMAGES_PLAY = f"""
+- name: The end of a deploy
+  hosts: localhost
+  connection: local
+  gather_facts: false
+  vars:
+    ansible_python_interpreter: "{{{{ ansible_playbook_python }}}}"
+    app_env: production
+    aws_region: us-east-1
+    deploy_image_repository_name: {REPOSITORY}
+    aws_registry_held_tag_prefix: held-
+  tasks:
+    - name: Include the marks of the images the hosts keep
+      ansible.builtin.import_tasks: {ROOT / "playbooks/tasks/held-images.yml"}
+"""
+
+
+@pytest.mark.parametrize(
+    ("second_host_read", "marks_after"),
+    [
+        (True, {"held-production-v2", "held-production-v3"}),
+        # web-2 was not read (left out by --limit): what it keeps is unknown, so nothing is removed.
+        (False, {"held-production-v1", "held-production-v2"}),
+    ],
+)
+def test_the_end_of_a_deploy_makes_the_marks_exact_only_when_every_web_host_was_read(
+    tmp_path, ecr, endpoint, second_host_read, marks_after
+):
+    for tag in ("v1", "v2", "v3"):
+        push(ecr, tag)
+    plugin.hold(ecr, REPOSITORY, "production", ["v1", "v2"])
+    inventory = tmp_path / "inventory.yml"
+    second = {"app_deploy_kept_tags": ["v3", "v2"]} if second_host_read else {}
+    inventory.write_text(
+        json.dumps({"role_web": {"hosts": {"web-1": {"app_deploy_kept_tags": ["v2"]}, "web-2": second}}})
+    )
+    run = _run(tmp_path, endpoint, HELD_IMAGES_PLAY, "-i", str(inventory))
+    assert run.returncode == 0, run.stdout[-3000:]
+    assert {tag for tag in tags_of(ecr) if tag.startswith("held-")} == marks_after

@@ -49,16 +49,13 @@ def mark(prefix: str, environment: str, tag: str) -> str:
     return f"{prefix}{environment}-{tag}"
 
 
-def _marks(client: Any, repository: str, start: str) -> dict[str, str]:
-    """The tags of `repository` that begin with `start`, with the digest each names."""
+def _tags(client: Any, repository: str) -> dict[str, str]:
+    """Every tag of `repository`, with the digest it names."""
     found: dict[str, str] = {}
     for page in client.get_paginator("list_images").paginate(
         repositoryName=repository, filter={"tagStatus": "TAGGED"}
     ):
-        for image in page.get("imageIds", []):
-            tag = image.get("imageTag", "")
-            if tag.startswith(start):
-                found[tag] = image["imageDigest"]
+        found |= {image["imageTag"]: image["imageDigest"] for image in page.get("imageIds", [])}
     return found
 
 
@@ -94,8 +91,9 @@ def hold(
     check_mode: bool = False,
 ) -> dict[str, Any]:
     """Ensure each image of `tags` carries the environment's mark; with `exclusive`, remove the
-    environment's mark from every other image. Returns what was (or would be) added and removed,
-    and the tags not in the repository (left unmarked)."""
+    environment's mark from every other image. A mark on another image than its tag names now
+    is moved to that image. Returns what was (or would be) added, moved and removed, and the tags
+    not in the repository (left unmarked)."""
     if not ENVIRONMENT.match(environment):
         raise HoldError(
             f"environment {environment!r} cannot name ECR marks: use letters, digits and '_' only "
@@ -108,13 +106,26 @@ def hold(
             f"cannot mark {', '.join(too_long)}: not a valid image tag (at most 128 letters, digits, "
             "'_', '.' and '-'); use shorter image tags"
         )
-    existing = _marks(client, repository, mark(prefix, environment, ""))
-    added, missing = [], []
+    tags = _tags(client, repository)
+    start = mark(prefix, environment, "")
+    existing = {tag: digest for tag, digest in tags.items() if tag.startswith(start)}
+    added, moved, missing = [], [], []
     for tag, held in wanted.items():
-        if held in existing:
+        if tag not in tags:
+            missing.append(tag)
             continue
+        if existing.get(held) == tags[tag]:
+            continue
+        if held in existing:
+            # The mark names another image than the tag does now: the tag was pushed again after
+            # it had been deleted (ECR's tags are immutable, so only so), or locally, where the
+            # registry lets a push move a tag. The mark follows the tag; a tag cannot be moved in
+            # an immutable repository, so it is removed and made again.
+            moved.append(held)
+            if not check_mode:
+                client.batch_delete_image(repositoryName=repository, imageIds=[{"imageTag": held}])
         image = _image(client, repository, tag)
-        if image is None:
+        if image is None:  # deleted since the listing
             missing.append(tag)
             continue
         if not check_mode:
@@ -122,12 +133,13 @@ def hold(
         added.append(tag)
     removed = sorted(held for held in existing if held not in wanted.values()) if exclusive else []
     if removed and not check_mode:
-        for start in range(0, len(removed), _DELETE_BATCH):
-            batch = removed[start : start + _DELETE_BATCH]
+        for first in range(0, len(removed), _DELETE_BATCH):
+            batch = removed[first : first + _DELETE_BATCH]
             client.batch_delete_image(repositoryName=repository, imageIds=[{"imageTag": t} for t in batch])
     return {
         "changed": bool(added or removed),
         "added": [wanted[tag] for tag in added],
+        "moved": moved,
         "removed": removed,
         "missing": missing,
         "held": sorted(held for tag, held in wanted.items() if tag not in missing),
@@ -186,7 +198,9 @@ class ActionModule(ActionBase):
             # keeps anyway, so the deploy goes on (its hosts' pulls say what they meet) and the
             # next one marks what the hosts keep. A refusal (access denied, no such repository)
             # is a setting to fix and fails.
-            result.update(changed=False, added=[], removed=[], missing=[], held=[], unavailable=True)
+            result.update(
+                changed=False, added=[], moved=[], removed=[], missing=[], held=[], unavailable=True
+            )
             result.setdefault("warnings", []).append(f"{text}; not marked, the next deploy marks them")
             return result
         result.update(outcome)

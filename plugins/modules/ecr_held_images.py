@@ -14,7 +14,9 @@ description:
     the new tag (C(PutImage)); a new tag is allowed in an IMMUTABLE repository. With
     O(exclusive), the environment's marks on every other image are removed (C(BatchDeleteImage) by
     tag; the image keeps its own tag and falls under the lifecycle's count again).
-  - Marks already there are left alone, so a second run with the same tags changes nothing.
+  - Marks already there on the image their tag names are left alone, so a second run with the
+    same tags changes nothing; a mark on another image (its tag was pushed again after it had
+    been deleted) is removed and made again on the tag's image.
     Check mode reads and reports what it would add and remove.
   - An action plugin; it runs on the controller with boto3 and the AWS environment
     (C(AWS_PROFILE), keys, C(AWS_ENDPOINT_URL)), never on a host.
@@ -81,6 +83,12 @@ added:
   returned: always
   type: list
   sample: [held-production-3f2c1e9d8b7a]
+moved:
+  description:
+    - The marks that named another image than their tag names now (a tag pushed again after it
+      was deleted), removed and made again on the tag's image; also in RV(added).
+  returned: always
+  type: list
 removed:
   description: The marks removed (or that would be), with O(exclusive).
   returned: always

@@ -7,11 +7,16 @@ gets an answer, so the readiness gate never passes.
 
 from __future__ import annotations
 
+import json
+
 import pytest
+
+from deploykit import standin
 
 pytestmark = pytest.mark.e2e
 
 ROLLOUT = "Roll out the release"
+STATE_FILE = "/var/lib/deploykit/app/state.json"
 
 
 @pytest.fixture(scope="module")
@@ -54,3 +59,18 @@ def test_every_host_still_serves_v2(unready_deploy, fleet):
 def test_failed_release_leaves_every_container_as_it_was(unready_deploy):
     before, _, _, after = unready_deploy
     assert after == before
+
+
+def test_a_failed_rollout_removes_no_mark_and_leaves_the_release_it_tried_marked(
+    unready_deploy, fleet, releases
+):
+    # The marks are made exact only once every host has finished: a rollout that stops half-way
+    # may have left a host holding the new release, so it keeps every mark it found and made.
+    ecr = standin.client("ecr")
+    tags = {i["imageTag"] for i in ecr.list_images(repositoryName="deploykit/app")["imageIds"]}
+    kept = {
+        entry["tag"]
+        for name in fleet.names
+        for entry in json.loads(fleet.sh(name, f"cat {STATE_FILE}"))["history"]
+    }
+    assert {f"held-local-{tag}" for tag in kept | {releases.unready.tag}} <= tags
