@@ -79,7 +79,9 @@ instance's attributes into snake_case variables and setting them; neither is thi
 
 `push_to_serving_seconds` is a push to the local remote of a commit that changes one `.py` file,
 until every host serves it: `push_phase_*_seconds` are the build's phases as the local CodeBuild
-runner timed them (`install` reuses the tools' virtualenv: the requirements did not change), and
+runner timed them (`install` reuses the tools' virtualenv: the requirements did not change),
+`push_pre_build_<check>_seconds` each of pre_build's checks, which run at once (the build log's
+`check <name>: exit <status> in <seconds> s` lines), and
 `push_deploy_seconds` is `ansible-playbook deploy.yml` from its first task to its last, which
 `deploy_share_of_pipeline` divides by the whole. With `deploy_serial: 1` the deploy is three
 turns one after another; a larger batch, or a faster turn, is what lowers its share.

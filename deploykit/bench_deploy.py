@@ -333,6 +333,7 @@ def measure_push() -> tuple[dict[str, float], dict[str, float]]:
     raw = {
         "push_build_seconds": round(build["durationInSeconds"], 2),
         "push_deploy_seconds": round(deploy_seconds, 2),
+        **pre_build_checks(Path(build["logFile"]).read_text(errors="replace")),
         **{f"push_phase_{phase['phaseType'].lower()}_seconds": round(phase["durationInSeconds"], 2)
            for phase in build["phases"] if phase["durationInSeconds"]},
     }  # fmt: skip
@@ -340,6 +341,18 @@ def measure_push() -> tuple[dict[str, float], dict[str, float]]:
         "push_to_serving_seconds": round(total, 1),
         "deploy_share_of_pipeline": round(deploy_seconds / total, 2),
     }, raw
+
+
+# What buildspec.yml's pre_build prints for each of its checks (linters and tests, run at once).
+_CHECK_LINE = re.compile(r"^check (\S+): exit (\d+) in (\d+(?:\.\d+)?) s$", re.MULTILINE)
+
+
+def pre_build_checks(log: str) -> dict[str, float]:
+    """Each pre_build check's seconds, from a build's log: push_pre_build_<check>_seconds."""
+    return {
+        f"push_pre_build_{name.replace('-', '_')}_seconds": float(seconds)
+        for name, _status, seconds in _CHECK_LINE.findall(log)
+    }
 
 
 GROUPS = ("noop", "rollout", "push", "lb", "inventory", "fanout")
