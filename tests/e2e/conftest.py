@@ -59,6 +59,8 @@ ARTIFACTS = REPORTS / "e2e"
 REPORT_FILE = REPORTS / "e2e.json"
 REPOSITORY = "deploykit/app"
 INVENTORY = "inventory/local"
+# app_deploy's state file on a host: what serves, what it replaced, the releases it keeps.
+APP_STATE_FILE = "/var/lib/deploykit/app/state.json"
 LOCK_PARAMETER = f"/deploykit/{standin.TAGS['Env']}/deploy-lock"
 # The request streams' name for the environment's public address.
 FRONT_DOOR = "front door"
@@ -464,6 +466,14 @@ class Fleet:
         status, body = http_get(self.by_name[name].ip, "/healthz/")
         assert status == 200, f"{name}: /healthz/ answered {status}: {body[:300]}"
         return json.loads(body)
+
+    def kept_tags(self) -> set[str]:
+        """The image tags of the releases any host keeps (each host's app_deploy state history)."""
+        return {
+            entry["tag"]
+            for name in self.names
+            for entry in json.loads(self.sh(name, f"cat {APP_STATE_FILE}"))["history"]
+        }
 
     def versions(self) -> dict[str, str]:
         """Each host's serving version, or what went wrong asking it."""

@@ -7,8 +7,6 @@ gets an answer, so the readiness gate never passes.
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from deploykit import standin
@@ -16,7 +14,6 @@ from deploykit import standin
 pytestmark = pytest.mark.e2e
 
 ROLLOUT = "Roll out the release"
-STATE_FILE = "/var/lib/deploykit/app/state.json"
 
 
 @pytest.fixture(scope="module")
@@ -68,9 +65,5 @@ def test_a_failed_rollout_removes_no_mark_and_leaves_the_release_it_tried_marked
     # may have left a host holding the new release, so it keeps every mark it found and made.
     ecr = standin.client("ecr")
     tags = {i["imageTag"] for i in ecr.list_images(repositoryName="deploykit/app")["imageIds"]}
-    kept = {
-        entry["tag"]
-        for name in fleet.names
-        for entry in json.loads(fleet.sh(name, f"cat {STATE_FILE}"))["history"]
-    }
+    kept = fleet.kept_tags()
     assert {f"held-local-{tag}" for tag in kept | {releases.unready.tag}} <= tags

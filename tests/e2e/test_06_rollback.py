@@ -116,11 +116,7 @@ HELD = "held-local-"
 @pytest.fixture(scope="module")
 def repository_after_rollback(rollback, fleet) -> dict:
     """The hosts' kept image tags and the repository's images, as ECR's API describes them."""
-    kept = {
-        entry["tag"]
-        for name in fleet.names
-        for entry in json.loads(fleet.sh(name, f"cat {STATE_FILE}"))["history"]
-    }
+    kept = fleet.kept_tags()
     ecr = standin.client("ecr")
     pages = ecr.get_paginator("describe_images").paginate(repositoryName="deploykit/app")
     images = [image for page in pages for image in page["imageDetails"]]
