@@ -23,7 +23,7 @@ _PHASE_TASKS = {
     "start": ("app_deploy : swap | Ensure the new release runs beside the serving one",),
     "gate": ("app_deploy : swap | Wait until the new release is ready",),
     "switch": (
-        "app_deploy : swap | Point nginx at the new release and wait for the workers from before the switch",
+        "app_deploy : swap | Point nginx at the new release and wait for the old release's connections",
     ),
     "stop old": ("app_deploy : swap | Ensure the old release is stopped and removed",),
 }

@@ -9,8 +9,11 @@ from pythonjsonlogger.json import JsonFormatter
 env = environ.Env()
 
 wsgi_app = "config.wsgi:application"
-# Inside the container; the deploy publishes the port on the host's loopback for nginx only.
-bind = env.str("GUNICORN_BIND", default="0.0.0.0:8000")
+# TCP inside the container, for the image's HEALTHCHECK; and a unix socket when the deploy names
+# one (in a directory it mounts from the host), which is what the host's nginx connects to.
+bind = [env.str("GUNICORN_BIND", default="0.0.0.0:8000")]
+if unix_socket := env.str("GUNICORN_UNIX_SOCKET", default=""):
+    bind.append(f"unix:{unix_socket}")
 # The affinity mask, unlike cpu_count(), honours a container's cpuset.
 workers = env.int("GUNICORN_WORKERS", default=2 * len(os.sched_getaffinity(0)) + 1)
 threads = env.int("GUNICORN_THREADS", default=1)
@@ -32,7 +35,8 @@ worker_tmp_dir = env.str("GUNICORN_WORKER_TMP_DIR", default="/dev/shm")
 # replaces containers instead of steering gunicorn at run time.
 control_socket_disable = True
 
-# nginx reaches the container from the Docker bridge gateway (172.17.0.1 and friends).
+# Over TCP, nginx would reach the container from the Docker bridge gateway (172.17.0.1 and
+# friends); gunicorn trusts a unix socket's peer by itself.
 forwarded_allow_ips = env.str("GUNICORN_FORWARDED_ALLOW_IPS", default="127.0.0.1,::1,172.16.0.0/12")
 
 loglevel = env.str("GUNICORN_LOG_LEVEL", default="info")

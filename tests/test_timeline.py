@@ -12,7 +12,7 @@ def _event(host: str, play: str, task: str, start: float, end: float, **extra) -
 LOGIN = "app_deploy : login | Log in to the image registry"
 PULL = "app_deploy : pull | Ensure the release image is on the host"
 START = "app_deploy : swap | Ensure the new release runs beside the serving one"
-SWITCH = "app_deploy : swap | Point nginx at the new release and wait for the workers from before the switch"
+SWITCH = "app_deploy : swap | Point nginx at the new release and wait for the old release's connections"
 RECORD = "record | Record the host's finished deploy"
 FIRST = "Note when this host's rollout starts"
 PLAN, ROLLOUT = timeline.PLAN_PLAY, timeline.ROLLOUT_PLAY

@@ -51,6 +51,7 @@ import yaml
 from deploykit import app_image, apt_cache, engine, images, network, postgres, registry, standin
 from deploykit import front_door as public_address
 from deploykit.e2e_report import E2EReport
+from deploykit.switch_order import Answer, old_after_new
 from deploykit.system import DOCKER, REPORTS, ROOT
 
 BIN = Path(sys.executable).parent
@@ -563,6 +564,12 @@ class StreamResult:
     answered_by: Counter[str] = field(default_factory=Counter)
     # time.monotonic() at which each failed request was sent.
     failed_at: list[float] = field(default_factory=list)
+    # Per target: every answer, when sent and received and from which version.
+    answers: dict[str, list[Answer]] = field(default_factory=dict)
+
+    def old_after_new(self) -> dict[str, int]:
+        """Per target: answers from the old release to requests sent after the new one had answered."""
+        return {target: old_after_new(answers) for target, answers in self.answers.items()}
 
 
 class RequestStream:
@@ -593,7 +600,10 @@ class RequestStream:
         self._addresses = {host.name: host.ip for host in hosts}
         self.threads_per_host, self.interval = threads_per_host, interval
         self.max_requests, self.max_seconds, self.timeout = max_requests, max_seconds, timeout
-        self.result = StreamResult(versions={target: Counter() for target in self.targets})
+        self.result = StreamResult(
+            versions={target: Counter() for target in self.targets},
+            answers={target: [] for target in self.targets},
+        )
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -622,9 +632,11 @@ class RequestStream:
                 release = self._fetch(target)
             except (AssertionError, OSError, ValueError, KeyError, http.client.HTTPException) as error:
                 outcome = f"{type(error).__name__}: {error}"
+            received_at = time.monotonic()
             with self._lock:
                 if outcome is None:
                     self.result.versions[target][release["version"]] += 1
+                    self.result.answers[target].append(Answer(sent_at, received_at, release["version"]))
                     if target == FRONT_DOOR:
                         self.result.answered_by[release["host"]] += 1
                 else:

@@ -1,5 +1,6 @@
 """Scenario 3: v1 -> v2 while clients keep sending requests to every host and, as users do, to the
-environment's public address through the load balancer: none of them fails."""
+environment's public address through the load balancer: none of them fails, and no host answers
+from v1 once it has answered from v2."""
 
 from __future__ import annotations
 
@@ -33,6 +34,13 @@ def test_no_request_fails_while_every_host_switches(deploy_under_load, fleet):
         f"versions answered per host: {stream.versions}"
     )
     assert (stream.failed, stream.failures) == (0, []), f"{stream.failed} of {stream.sent} requests failed"
+
+
+def test_no_host_answers_from_v1_once_it_has_answered_from_v2(deploy_under_load, fleet):
+    _, stream = deploy_under_load
+    # The switch is atomic: requests in flight on v1 may finish there, but none sent after the
+    # host's first v2 answer arrived is answered by v1 (deploykit/switch_order.py).
+    assert {name: stream.old_after_new()[name] for name in fleet.names} == dict.fromkeys(fleet.names, 0)
 
 
 def test_summary_names_each_hosts_release_before_and_after(deploy_under_load, fleet, releases):

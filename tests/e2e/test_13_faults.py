@@ -296,8 +296,7 @@ def test_no_request_fails_through_the_registry_faults(registry_faults):
 
 
 # The Docker engine stopped on a host (socket and service, so that no API call starts it again).
-# The release container survives (live-restore), but not its published port's proxy: the host's
-# nginx answers 502 until the engine runs again, and the load balancer takes the host out. The
+# The release container survives (live-restore) and nginx still reaches it through its socket. The
 # deploy starts the engine again through docker_engine and switches the host like the others;
 # the other hosts serve throughout.
 ENGINE_TASK = "docker_engine : Ensure the Docker service is enabled and running"

@@ -52,10 +52,26 @@ def test_container_log_is_rotated(serving):
     assert {"max-size", "max-file"} <= set(log["Config"])
 
 
-def test_container_is_published_on_loopback_only(serving):
-    bindings = [binding for port in serving["HostConfig"]["PortBindings"].values() for binding in port]
-    assert bindings
-    assert {binding["HostIp"] for binding in bindings} == {"127.0.0.1"}
+def test_container_mounts_its_own_socket_directory_only(serving):
+    mounts = [(mount["Source"], mount["Destination"], mount["RW"]) for mount in serving["Mounts"]]
+    release = serving["Config"]["Labels"]["org.deploykit.release"]
+    assert mounts == [(f"/var/lib/deploykit/app/sockets/{release}", "/run/app", True)]
+
+
+def test_the_release_publishes_no_port_of_the_host(serving):
+    assert not serving["HostConfig"]["PortBindings"]
+
+
+def test_only_the_serving_release_has_a_socket_directory(host, serving):
+    release = serving["Config"]["Labels"]["org.deploykit.release"]
+    assert host.file("/var/lib/deploykit/app/sockets").listdir() == [release]
+
+
+def test_socket_directory_belongs_to_the_containers_user(host, serving):
+    release = serving["Config"]["Labels"]["org.deploykit.release"]
+    directory = host.file(f"/var/lib/deploykit/app/sockets/{release}")
+    assert (directory.uid, directory.gid, directory.mode) == (10001, 10001, 0o755)
+    assert serving["Config"]["User"] == "10001:10001"
 
 
 def test_container_labels_name_the_release_it_runs(serving, release_state):

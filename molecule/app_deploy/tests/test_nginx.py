@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
-import re
 import uuid
 
 from app_deploy_scenario import get, instance
 
 testinfra_hosts = [f"docker://{instance()}"]
 
-UPSTREAM_FILE = "/etc/nginx/deploykit/upstream.conf"
+UPSTREAM_SOCKET = "/var/lib/deploykit/upstream.sock"
+PLACEHOLDER_SOCKET = "/run/nginx-deploykit-placeholder.sock"
 ACCESS_LOG = "/var/log/nginx/deploykit-access.log"
 
 
@@ -36,16 +36,14 @@ def test_default_site_is_disabled(host):
     assert not host.file("/etc/nginx/sites-enabled/default").exists
 
 
-def test_upstream_points_at_the_serving_container(host, serving):
-    upstream = host.file(UPSTREAM_FILE).content_string
-    port = re.search(r"server 127\.0\.0\.1:(\d+);", upstream).group(1)
-    release = re.search(r"^# release: (\S+)$", upstream, re.MULTILINE).group(1)
-    published = [
-        b["HostPort"] for bindings in serving["HostConfig"]["PortBindings"].values() for b in bindings
-    ]
+def test_upstream_link_points_at_the_serving_containers_socket(host, serving):
+    target = host.check_output(f"readlink {UPSTREAM_SOCKET}")
+    release = serving["Config"]["Labels"]["org.deploykit.release"]
     assert serving["State"]["Running"]
-    assert published == [port]
-    assert serving["Config"]["Labels"]["org.deploykit.release"] == release
+    assert target == f"/var/lib/deploykit/app/sockets/{release}/app.sock"
+    assert host.file(target).is_socket
+    mounts = {mount["Source"]: mount["Destination"] for mount in serving["Mounts"]}
+    assert mounts == {f"/var/lib/deploykit/app/sockets/{release}": "/run/app"}
 
 
 def test_access_log_records_upstream_timing(host, host_address):
@@ -58,7 +56,7 @@ def test_access_log_records_upstream_timing(host, host_address):
     assert float(entry["upstream_response_time"]) >= 0
     # Both are in milliseconds, measured by separate clocks: the upstream's share may read 1 ms over.
     assert float(entry["request_time"]) + 0.001 >= float(entry["upstream_response_time"])
-    assert entry["upstream_addr"].startswith("127.0.0.1:")
+    assert entry["upstream_addr"] == f"unix:{UPSTREAM_SOCKET}"
 
 
 def test_app_sees_the_client_address_forwarded_by_nginx(host, host_address, serving):
@@ -81,3 +79,14 @@ def test_forwarded_headers_of_a_client_that_is_no_proxy_are_replaced(host, host_
     entries = [json.loads(line) for line in logs.splitlines() if marker.split("=")[1] in line]
     assert entries
     assert entries[-1]["forwarded_for"] == "172.30.0.1"
+
+
+def test_nginx_starts_again_after_a_crash_left_its_placeholder_socket(host, host_address):
+    # A killed nginx cannot remove the socket it listens on; a plain nginx then refuses to start
+    # ("Address already in use"). The role's drop-in removes it before every start.
+    host.run_expect([0], "systemctl kill --signal=SIGKILL nginx")
+    host.run_expect([0], "for i in $(seq 50); do systemctl is-active --quiet nginx || break; sleep 0.1; done")
+    assert host.file(PLACEHOLDER_SOCKET).is_socket
+    host.run_expect([0], "systemctl start nginx")
+    assert host.service("nginx").is_running
+    assert get(host_address, "/version.json")[0] == 200

@@ -156,13 +156,13 @@ def test_broken_c_leaves_the_same_b_container_serving(host, b_to_broken_c):
 # 4 ----------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def missing_tag(host, host_address, b_to_broken_c) -> Rollout:
-    upstream = host.file("/etc/nginx/deploykit/upstream.conf")
-    upstream_before = upstream.content_string
+    link = "readlink /var/lib/deploykit/upstream.sock"
+    upstream_before = host.check_output(link)
     rollout = under_traffic(
         host, host_address, DEPLOY, "--extra-vars", f"app_deploy_image_tag={MISSING_TAG}", min_requests=100
     )
     _played(rollout.run)
-    rollout.upstream_unchanged = upstream.content_string == upstream_before
+    rollout.upstream_unchanged = host.check_output(link) == upstream_before
     return rollout
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 
 from default_scenario import VERSION_A, instance, request
 
@@ -51,10 +50,10 @@ def test_release_container_is_hardened(host, release_state):
 
 
 def test_nginx_upstream_points_at_the_running_release(host, release_state):
-    upstream = host.file("/etc/nginx/deploykit/upstream.conf").content_string
-    assert f"# release: {release_state['current']['release']}" in upstream
-    assert re.search(rf"server 127\.0\.0\.1:{release_state['current']['port']};", upstream)
-    assert host.docker(release_state["current"]["container"]).is_running
+    current = release_state["current"]
+    assert host.check_output("readlink /var/lib/deploykit/upstream.sock") == current["socket"]
+    assert current["socket"] == f"/var/lib/deploykit/app/sockets/{current['release']}/app.sock"
+    assert host.docker(current["container"]).is_running
 
 
 def test_registry_login_used_the_static_password(host):

@@ -9,8 +9,8 @@ DOCUMENTATION = r"""
 module: app_deploy_host_info
 short_description: Read what the app runs on a host, in one call
 description:
-  - Returns what app_deploy decides from on a host, read in a single module run - the nginx
-    upstream file, the release state file, the app's containers, the images of its repository,
+  - Returns what app_deploy decides from on a host, read in a single module run - where nginx's
+    upstream socket link points, the release state file, the app's containers, the images of its repository,
     the local ID of one image, its environment files, extra files a playbook keeps, and one
     HTTP probe.
   - The same facts come from M(ansible.builtin.slurp), M(community.docker.docker_host_info),
@@ -22,8 +22,8 @@ description:
     engine does not answer) is reported with C(engine.ready=false) rather than failing.
   - Changes nothing; supports check mode.
 options:
-  upstream_file:
-    description: The nginx upstream file that names the serving release.
+  upstream_socket:
+    description: The symlink nginx connects to; its target is the serving release's socket.
     type: path
     required: true
   state_file:
@@ -44,6 +44,10 @@ options:
     default: ""
   env_dir:
     description: Directory whose C(*.env) files are listed; empty lists none.
+    type: path
+    default: ""
+  socket_dir:
+    description: Directory whose subdirectories (the releases' sockets) are listed; empty lists none.
     type: path
     default: ""
   extra_files:
@@ -70,7 +74,7 @@ author:
 EXAMPLES = r"""
 - name: Read what the app runs on the host
   app_deploy_host_info:
-    upstream_file: /etc/nginx/deploykit/upstream.conf
+    upstream_socket: /var/lib/deploykit/upstream.sock
     state_file: /var/lib/deploykit/app/state.json
     label: org.deploykit.app=app
     image: 123456789012.dkr.ecr.eu-west-1.amazonaws.com/app:3f2c1e9d8b7a
@@ -83,7 +87,7 @@ engine:
   returned: always
   type: dict
 upstream:
-  description: The upstream file's text, or null when it is absent.
+  description: The target of the I(upstream_socket) link, or null when there is no such link.
   returned: always
   type: str
 state:
@@ -106,6 +110,10 @@ image_id:
   type: str
 env_files:
   description: Paths of the C(*.env) files in I(env_dir).
+  returned: always
+  type: list
+socket_dirs:
+  description: Paths of the directories in I(socket_dir).
   returned: always
   type: list
 files:
@@ -132,6 +140,13 @@ def _read(path: str) -> str | None:
         with open(path, encoding="utf-8") as file:
             return file.read()
     except FileNotFoundError:
+        return None
+
+
+def _link(path: str) -> str | None:
+    try:
+        return os.readlink(path)
+    except (FileNotFoundError, OSError):
         return None
 
 
@@ -199,12 +214,13 @@ def _probe(url: str, host: str, timeout: int) -> dict:
 def main() -> None:
     module = AnsibleModule(
         argument_spec={
-            "upstream_file": {"type": "path", "required": True},
+            "upstream_socket": {"type": "path", "required": True},
             "state_file": {"type": "path", "required": True},
             "label": {"type": "str", "required": True},
             "repository": {"type": "str", "default": ""},
             "image": {"type": "str", "default": ""},
             "env_dir": {"type": "path", "default": ""},
+            "socket_dir": {"type": "path", "default": ""},
             "extra_files": {"type": "list", "elements": "path", "default": []},
             "probe_url": {"type": "str", "default": ""},
             "probe_host": {"type": "str", "default": "localhost"},
@@ -221,10 +237,15 @@ def main() -> None:
         module.fail_json(msg=message)
     result: dict = {
         "changed": False,
-        "upstream": _read(params["upstream_file"]),
+        "upstream": _link(params["upstream_socket"]),
         "state": state,
         "files": {path: _read(path) for path in params["extra_files"]},
         "env_files": sorted(glob.glob(os.path.join(params["env_dir"], "*.env"))) if params["env_dir"] else [],
+        "socket_dirs": (
+            sorted(path.rstrip("/") for path in glob.glob(os.path.join(params["socket_dir"], "*", "")))
+            if params["socket_dir"]
+            else []
+        ),
         "containers": [],
         "images": [],
         "image_id": "",
