@@ -22,11 +22,10 @@ _PHASE_TASKS = {
     ),
     "start": ("app_deploy : swap | Ensure the new release runs beside the serving one",),
     "gate": ("app_deploy : swap | Wait until the new release is ready",),
-    "switch": (
-        "app_deploy : swap | Point nginx at the new release and wait for the old release's connections",
-    ),
-    "stop old": ("app_deploy : swap | Ensure the old release is stopped and removed",),
+    "switch": ("app_deploy : swap | Point nginx at the new release, drain and stop the old one",),
 }
+# What the switch task reports of its own end, in this order: the drain, then the old release's stop.
+_SWITCH_TAIL = ("drain", "stop old")
 # Short names of the deploy's plays, for the benchmarks' keys.
 PLAY_KEYS = {
     "Check the deploy and take the lock": "checks",
@@ -68,8 +67,8 @@ def load(path: Path) -> dict[str, Any]:
 
 def phases(timeline: dict[str, Any]) -> list[Phase]:
     """Each host's measured phases, in seconds since the run started. The switch task ends with
-    the wait for nginx's old workers, which it reports as its `drain` timing: that part is drawn
-    as the drain."""
+    the wait for the old release's connections and the old release's stop, which it reports as
+    its `drain` and `stop old` timings: those parts are drawn as phases of their own."""
     origin = timeline["started"]
     found = []
     for event in timeline["tasks"]:
@@ -77,12 +76,17 @@ def phases(timeline: dict[str, Any]) -> list[Phase]:
             if event["task"] not in tasks or event["outcome"] in ("skipped", "failed"):
                 continue
             start, end = event["start"] - origin, event["end"] - origin
-            drain = event.get("timings", {}).get("drain")
-            if name == "switch" and drain is not None:
-                found.append(Phase(event["host"], "switch", start, end - drain))
-                found.append(Phase(event["host"], "drain", end - drain, end))
-            else:
-                found.append(Phase(event["host"], name, start, end))
+            timings = event.get("timings", {})
+            tail = (
+                [(part, timings[part]) for part in _SWITCH_TAIL if part in timings]
+                if name == "switch"
+                else []
+            )
+            cut = end - sum(seconds for _, seconds in tail)
+            found.append(Phase(event["host"], name, start, cut))
+            for part, seconds in tail:
+                found.append(Phase(event["host"], part, cut, cut + seconds))
+                cut += seconds
     return found
 
 

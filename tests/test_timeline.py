@@ -12,7 +12,7 @@ def _event(host: str, play: str, task: str, start: float, end: float, **extra) -
 LOGIN = "app_deploy : login | Log in to the image registry"
 PULL = "app_deploy : pull | Ensure the release image is on the host"
 START = "app_deploy : swap | Ensure the new release runs beside the serving one"
-SWITCH = "app_deploy : swap | Point nginx at the new release and wait for the old release's connections"
+SWITCH = "app_deploy : swap | Point nginx at the new release, drain and stop the old one"
 RECORD = "record | Record the host's finished deploy"
 FIRST = "Note when this host's rollout starts"
 PLAN, ROLLOUT = timeline.PLAN_PLAY, timeline.ROLLOUT_PLAY
@@ -26,7 +26,7 @@ RECORDED = {
         _event("web-2", PLAN, PULL, 102, 105),
         _event("web-1", ROLLOUT, FIRST, 110, 110.1),
         _event("web-1", ROLLOUT, START, 110.1, 111),
-        _event("web-1", ROLLOUT, SWITCH, 112, 113, timings={"drain": 0.4}),
+        _event("web-1", ROLLOUT, SWITCH, 112, 114, timings={"drain": 0.4, "stop old": 1.0}),
         _event("web-1", ROLLOUT, RECORD, 114, 115),
         _event("web-2", ROLLOUT, FIRST, 115, 115.1),
         _event("web-2", ROLLOUT, RECORD, 119, 120),
@@ -34,10 +34,11 @@ RECORDED = {
 }
 
 
-def test_switch_is_split_into_the_switch_and_the_drain_it_reported():
+def test_switch_is_split_into_the_switch_the_drain_and_the_stop_it_reported():
     found = {(phase.host, phase.name): (phase.start, phase.end) for phase in timeline.phases(RECORDED)}
     assert found[("web-1", "switch")] == (12, 12.6)
     assert found[("web-1", "drain")] == (12.6, 13)
+    assert found[("web-1", "stop old")] == (13, 14)
 
 
 def test_host_seconds_is_the_pull_in_the_plan_plus_the_turn_in_the_rollout():
