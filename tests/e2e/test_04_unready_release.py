@@ -1,8 +1,8 @@
 """Scenario 4: a release that never becomes ready stops the rollout on its first host.
 
 The release (tests/e2e/fixtures/unready-release) is v2 with gunicorn bound to the container's
-loopback only, not to the socket the deploy mounts for it: migrations pass, the container runs and even reports healthy, but nothing outside it
-gets an answer, so the readiness gate never passes.
+loopback only, not to the socket the deploy mounts for it: migrations pass, the container runs and
+even reports healthy, but nothing outside it gets an answer, so the readiness gate never passes.
 """
 
 from __future__ import annotations
