@@ -563,15 +563,37 @@ def register_fake_instances(count: int) -> int:
         return added
 
 
-def bench_inventory() -> Path:
-    """Write inventory/local's aws_ec2.yml with Env=bench; return its directory for `-i`."""
+def _bench_inventory_config() -> dict[str, Any]:
     import yaml
 
     config = yaml.safe_load((ROOT / "inventory" / "local" / "aws_ec2.yml").read_text())
     config["filters"]["tag:Env"] = BENCH_ENV
-    header = "# Written by deploykit.standin.bench_inventory(): inventory/local with Env=bench.\n"
-    _write_if_changed(BENCH_INVENTORY / "aws_ec2.yml", header + yaml.safe_dump(config, sort_keys=False))
-    return BENCH_INVENTORY
+    return config
+
+
+def _write_bench_inventory(directory: Path, config: dict[str, Any], what: str) -> Path:
+    import yaml
+
+    header = f"# Written by deploykit.standin: {what}.\n"
+    _write_if_changed(directory / "aws_ec2.yml", header + yaml.safe_dump(config, sort_keys=False))
+    return directory
+
+
+def bench_inventory(directory: Path = BENCH_INVENTORY) -> Path:
+    """Write inventory/local's aws_ec2.yml with Env=bench; return its directory for `-i`."""
+    return _write_bench_inventory(directory, _bench_inventory_config(), "inventory/local with Env=bench")
+
+
+def bench_bare_inventory(directory: Path | None = None) -> Path:
+    """bench_inventory()'s file without what it builds per instance (hostnames, compose, groups):
+    the aws_ec2 plugin alone on the same regions, filters and cache, as a baseline to measure against."""
+    built = ("hostnames", "compose", "groups", "keyed_groups")
+    config = {key: value for key, value in _bench_inventory_config().items() if key not in built}
+    return _write_bench_inventory(
+        directory or BENCH_INVENTORY.with_name("bench-inventory-bare"),
+        config,
+        "inventory/local with Env=bench, without hostnames, compose or groups",
+    )
 
 
 # ---------------------------------------------------------------------------------------------
