@@ -30,7 +30,7 @@ Drawn by `make bench` (`deploykit/timeline.py`) from the task times that the `de
 callback recorded during that deploy (`reports/bench/rollout-timeline.json`): the plan prepares
 every host at once (login and pull), the migrations run once, then each host takes its turn:
 start the new release beside the old one, the readiness gate, the switch of nginx, the drain
-(nginx's workers from before the switch finishing their requests), the old release's graceful
+(the connections already made to the old release finishing), the old release's graceful
 stop. The grey rest of each turn is the other tasks of the turn: the app's own deploy record, the
 prune, the smoke check through nginx, the host's deploy record.
 
@@ -52,13 +52,14 @@ The design matters more than the settings:
   was last deployed with is not touched again (`playbooks/tasks/plan.yml`). That is what makes a
   no-op deploy cost a few module runs per host.
 - **One module run reads a host** (`roles/app_deploy/library/app_deploy_host_info.py`): the
-  upstream file, the state file, the containers, the image and the deploy record, instead of five
+  upstream link, the state file, the containers, the image and the deploy record, instead of five
   module runs.
 - **Pull only what is missing** (`app_deploy_pull_policy: missing`): a tag already on the host needs
   no registry login and no pull.
-- **The switch is one command on the host**: write the upstream, `nginx -t`, reload, record the
-  state and wait for exactly the old nginx workers; the drain takes as long as the requests in
-  flight (`rollout_phase_drain_seconds`), not a fixed time.
+- **The switch is one command on the host**: rename a link to the new release's socket over the
+  one nginx connects to (no nginx reload), record the state and wait for exactly the connections
+  already made to the old release; the drain takes as long as the requests in flight
+  (`rollout_phase_drain_seconds`), not a fixed time.
 
 Where the time still goes: every module run costs a few hundred milliseconds of CPU on a host
 (Python compiling Ansible's module code from its zip on every run) and on the controller, and a
@@ -171,6 +172,12 @@ FIGURES = [
         "lb_lost_host_failed_after_window_requests",
         "requests through the load balancer that failed though sent after a frozen host's detection window "
         "(`lb_detection_window_seconds`); those inside it are `lb_lost_host_failed_requests`",
+        0,
+    ),
+    Figure(
+        "switch_old_after_new",
+        "answers from the old release to requests sent to a host after its first answer from the new one "
+        "(a stream to each host's nginx during a 3-host rollout, summed over the hosts)",
         0,
     ),
     Figure(

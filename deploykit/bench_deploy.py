@@ -24,7 +24,18 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from deploykit import app_image, bench_lb, codebuild, demo, network, postgres, registry, standin, timeline
+from deploykit import (
+    app_image,
+    bench_lb,
+    bench_switch,
+    codebuild,
+    demo,
+    network,
+    postgres,
+    registry,
+    standin,
+    timeline,
+)
 from deploykit.system import CACHE, DOCKER, REPORTS, ROOT, SetupError, say
 
 BIN = Path(sys.executable).parent
@@ -388,7 +399,7 @@ def pre_build_checks(log: str) -> dict[str, float]:
     }
 
 
-GROUPS = ("noop", "rollout", "push", "lb", "inventory", "fanout")
+GROUPS = ("noop", "rollout", "push", "lb", "switch", "inventory", "fanout")
 
 
 def measure_all(
@@ -408,7 +419,7 @@ def measure_all(
         with tempfile.TemporaryDirectory(prefix="deploykit-bench-") as scratch:
             releases = Releases(Path(scratch))
             first = releases.next()
-            if {"noop", "rollout", "push", "lb", "fanout"} & set(groups):
+            if {"noop", "rollout", "push", "lb", "switch", "fanout"} & set(groups):
                 say("first deploy (Docker, nginx and the app on fresh hosts; not measured)")
                 deploy(first)
             if "noop" in groups:
@@ -426,6 +437,10 @@ def measure_all(
                 rollout, rollout_raw = bench_lb.measure_rollout(lambda: deploy(tag))
                 lost, lost_raw = bench_lb.measure_lost_host(standin.host_name(3))
                 keep((rollout | lost, rollout_raw | lost_raw))
+            if "switch" in groups:
+                say("per-host request streams during a rollout: the old release after the new one")
+                tag = releases.next()
+                keep(bench_switch.measure(lambda: deploy(tag)))
             if "inventory" in groups:
                 say("inventory of 1000 instances")
                 keep(measure_inventory())
