@@ -20,7 +20,7 @@ help: ## List the targets
 system-packages:
 	@bash scripts/install-system-packages.sh
 
-$(VENV)/.installed: requirements.txt django_app/requirements.txt | system-packages
+$(VENV)/.installed: requirements.txt requirements-deploy.txt django_app/requirements.txt | system-packages
 	@test -x $(PY) || python3 -m venv $(VENV)
 	@$(PY) -m pip install --quiet --requirement requirements.txt --requirement django_app/requirements.txt
 	@touch $@
