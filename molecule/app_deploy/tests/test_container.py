@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from app_deploy_scenario import instance
 
 testinfra_hosts = [f"docker://{instance()}"]
@@ -72,6 +73,12 @@ def test_socket_directory_belongs_to_the_containers_user(host, serving):
     directory = host.file(f"/var/lib/deploykit/app/sockets/{release}")
     assert (directory.uid, directory.gid, directory.mode) == (10001, 10001, 0o755)
     assert serving["Config"]["User"] == "10001:10001"
+
+
+@pytest.mark.parametrize("path", ["/var/lib/deploykit/app", "/var/lib/deploykit/app/sockets"])
+def test_the_directories_above_it_belong_to_root(host, path):
+    directory = host.file(path)
+    assert (directory.user, directory.group, directory.mode) == ("root", "root", 0o755)
 
 
 def test_container_labels_name_the_release_it_runs(serving, release_state):
