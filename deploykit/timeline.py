@@ -1,7 +1,7 @@
 """A rollout's timeline, from what the deploy_timeline callback recorded (DEPLOYKIT_TIMELINE).
 
 `phases()` turns the recorded task times into each host's phases (pull, start, gate, switch,
-drain, stop old), `host_seconds()` into the time the rollout spent on each host, and `draw()`
+drain, stop old, record), `host_seconds()` into the time the rollout spent on each host, and `draw()`
 into docs/rollout-timeline.png. Nothing here is estimated: every bar is a measured task.
 """
 
@@ -14,18 +14,15 @@ from typing import Any
 
 PLAN_PLAY = "Plan the rollout"
 ROLLOUT_PLAY = "Roll out the release"
-# Task names (as the callback records them, "role : name") of each phase.
-_PHASE_TASKS = {
-    "pull": (
-        "app_deploy : login | Log in to the image registry",
-        "app_deploy : pull | Ensure the release image is on the host",
-    ),
-    "start": ("app_deploy : swap | Ensure the new release runs beside the serving one",),
-    "gate": ("app_deploy : swap | Wait until the new release is ready",),
-    "switch": ("app_deploy : swap | Point nginx at the new release, drain and stop the old one",),
-}
-# What the switch task reports of its own end, in this order: the drain, then the old release's stop.
-_SWITCH_TAIL = ("drain", "stop old")
+# Task names (as the callback records them, "role : name") of the pull.
+_PULL_TASKS = (
+    "app_deploy : login | Log in to the image registry",
+    "app_deploy : pull | Ensure the release image is on the host",
+)
+# The host's turn is one task (one module run on the host); it reports how long each of its
+# steps took, in this order, and the task's time before them is Ansible's own.
+TURN_TASK = "app_deploy : swap | Start, gate and switch to the new release, drain and stop the old one"
+TURN_STEPS = ("start", "gate", "switch", "drain", "stop old", "record")
 # Short names of the deploy's plays, for the benchmarks' keys.
 PLAY_KEYS = {
     "Check the deploy and take the lock": "checks",
@@ -46,6 +43,7 @@ COLOURS = {
     "switch": "#8172b2",
     "drain": "#ccb974",
     "stop old": "#64b5cd",
+    "record": "#8c8c8c",
 }
 
 
@@ -66,26 +64,22 @@ def load(path: Path) -> dict[str, Any]:
 
 
 def phases(timeline: dict[str, Any]) -> list[Phase]:
-    """Each host's measured phases, in seconds since the run started. The switch task ends with
-    the wait for the old release's connections and the old release's stop, which it reports as
-    its `drain` and `stop old` timings: those parts are drawn as phases of their own."""
+    """Each host's measured phases, in seconds since the run started: its pull, and the steps of
+    its turn as the turn's module reported them (drawn back to back, ending when the task ended)."""
     origin = timeline["started"]
     found = []
     for event in timeline["tasks"]:
-        for name, tasks in _PHASE_TASKS.items():
-            if event["task"] not in tasks or event["outcome"] in ("skipped", "failed"):
-                continue
-            start, end = event["start"] - origin, event["end"] - origin
+        if event["outcome"] in ("skipped", "failed"):
+            continue
+        start, end = event["start"] - origin, event["end"] - origin
+        if event["task"] in _PULL_TASKS:
+            found.append(Phase(event["host"], "pull", start, end))
+        elif event["task"] == TURN_TASK:
             timings = event.get("timings", {})
-            tail = (
-                [(part, timings[part]) for part in _SWITCH_TAIL if part in timings]
-                if name == "switch"
-                else []
-            )
-            cut = end - sum(seconds for _, seconds in tail)
-            found.append(Phase(event["host"], name, start, cut))
-            for part, seconds in tail:
-                found.append(Phase(event["host"], part, cut, cut + seconds))
+            steps = [(step, timings[step]) for step in TURN_STEPS if step in timings]
+            cut = end - sum(seconds for _, seconds in steps)
+            for step, seconds in steps:
+                found.append(Phase(event["host"], step, cut, cut + seconds))
                 cut += seconds
     return found
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from deploykit import timeline
 
 
@@ -11,8 +13,7 @@ def _event(host: str, play: str, task: str, start: float, end: float, **extra) -
 
 LOGIN = "app_deploy : login | Log in to the image registry"
 PULL = "app_deploy : pull | Ensure the release image is on the host"
-START = "app_deploy : swap | Ensure the new release runs beside the serving one"
-SWITCH = "app_deploy : swap | Point nginx at the new release, drain and stop the old one"
+TURN = timeline.TURN_TASK
 RECORD = "record | Record the host's finished deploy"
 FIRST = "Note when this host's rollout starts"
 PLAN, ROLLOUT = timeline.PLAN_PLAY, timeline.ROLLOUT_PLAY
@@ -25,8 +26,14 @@ RECORDED = {
         _event("web-1", PLAN, PULL, 102, 104),
         _event("web-2", PLAN, PULL, 102, 105),
         _event("web-1", ROLLOUT, FIRST, 110, 110.1),
-        _event("web-1", ROLLOUT, START, 110.1, 111),
-        _event("web-1", ROLLOUT, SWITCH, 112, 114, timings={"drain": 0.4, "stop old": 1.0}),
+        _event(
+            "web-1",
+            ROLLOUT,
+            TURN,
+            110.1,
+            114,
+            timings={"start": 0.5, "gate": 1.0, "switch": 0.1, "drain": 0.4, "stop old": 1.0, "record": 0.5},
+        ),
         _event("web-1", ROLLOUT, RECORD, 114, 115),
         _event("web-2", ROLLOUT, FIRST, 115, 115.1),
         _event("web-2", ROLLOUT, RECORD, 119, 120),
@@ -34,11 +41,25 @@ RECORDED = {
 }
 
 
-def test_switch_is_split_into_the_switch_the_drain_and_the_stop_it_reported():
+def test_the_turn_is_split_into_the_steps_it_reported_ending_with_the_task():
     found = {(phase.host, phase.name): (phase.start, phase.end) for phase in timeline.phases(RECORDED)}
-    assert found[("web-1", "switch")] == (12, 12.6)
-    assert found[("web-1", "drain")] == (12.6, 13)
-    assert found[("web-1", "stop old")] == (13, 14)
+    assert {name for host, name in found if host == "web-1"} == {"pull", *timeline.TURN_STEPS}
+    # 3.5 s of steps before the task's end at 14: its first 0.4 s were Ansible's own.
+    expected = {
+        "start": (10.5, 11.0),
+        "gate": (11.0, 12.0),
+        "switch": (12.0, 12.1),
+        "drain": (12.1, 12.5),
+        "stop old": (12.5, 13.5),
+        "record": (13.5, 14.0),
+    }
+    for step, span in expected.items():
+        assert found[("web-1", step)] == pytest.approx(span)
+
+
+def test_a_failed_turn_has_no_phases():
+    failed = dict(RECORDED, tasks=[dict(RECORDED["tasks"][4], outcome="failed")])
+    assert timeline.phases(failed) == []
 
 
 def test_host_seconds_is_the_pull_in_the_plan_plus_the_turn_in_the_rollout():
