@@ -334,7 +334,12 @@ def measure_fanout(releases: Releases) -> tuple[dict[str, float], dict[str, floa
     for label, path in (("10", ten_file), ("1", one_file)):
         for play, (start, end) in timeline.play_spans(timeline.load(path)).items():
             raw[f"fanout_{label}_{timeline.PLAY_KEYS.get(play, 'other')}_seconds"] = round(end - start, 2)
-    return {"fanout_10_ratio": round(ten.seconds / one.seconds, 2)}, raw
+    # What one more host costs the controller: the shared part that bounds a fleet's size.
+    per_host = (ten.controller_cpu_seconds - one.controller_cpu_seconds) / (FANOUT_HOSTS - 1)
+    return {
+        "fanout_10_ratio": round(ten.seconds / one.seconds, 2),
+        "controller_cpu_seconds_per_host": round(per_host, 2),
+    }, raw
 
 
 def measure_push() -> tuple[dict[str, float], dict[str, float]]:
