@@ -9,64 +9,41 @@ holds, with the health-check settings of roles/aws_load_balancer.
 
 from __future__ import annotations
 
-import http.client
-import json
 import subprocess
-import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from deploykit import front_door, loadbalancer, standin
+from deploykit.request_stream import Reply, RequestStream, release_of
 from deploykit.system import DOCKER, SetupError, say
 
 THREADS = 4
 # Each thread starts a request at most this often: 4 threads x 20/s, 80 requests a second.
 INTERVAL_SECONDS = 0.05
 MAX_REQUESTS = 200_000
+MAX_SECONDS = 900
 TIMEOUT_SECONDS = 10
+# The streams' one target.
+PUBLIC_ADDRESS = "public address"
 
 
-@dataclass
-class Stream:
-    """Requests to the public address from a few threads until stopped; when each failed one was sent."""
+def _fetch(_target: str, timeout: float) -> Reply:
+    status, _headers, body = front_door.get("/version.json", timeout=timeout)
+    return Reply(release_of(status, body)["version"])
 
-    sent: int = 0
-    failed_at: list[float] = field(default_factory=list)
-    versions: dict[str, int] = field(default_factory=dict)
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def _work(self, deadline: float) -> None:
-        while (
-            not self._stop.wait(INTERVAL_SECONDS) and time.monotonic() < deadline and self.sent < MAX_REQUESTS
-        ):
-            sent_at = time.monotonic()
-            try:
-                status, _headers, body = front_door.get("/version.json", timeout=TIMEOUT_SECONDS)
-                version = json.loads(body)["version"] if status == 200 else None
-            except (OSError, ValueError, KeyError, http.client.HTTPException):
-                version = None
-            with self._lock:
-                self.sent += 1
-                if version is None:
-                    self.failed_at.append(sent_at)
-                else:
-                    self.versions[version] = self.versions.get(version, 0) + 1
-
-    def during(self, action: Callable[[], Any], max_seconds: float = 900) -> Any:
-        """Run `action` while the stream runs; return what it returned."""
-        deadline = time.monotonic() + max_seconds
-        threads = [threading.Thread(target=self._work, args=(deadline,), daemon=True) for _ in range(THREADS)]
-        for thread in threads:
-            thread.start()
-        try:
-            return action()
-        finally:
-            self._stop.set()
-            for thread in threads:
-                thread.join(TIMEOUT_SECONDS + 5)
+def _stream() -> RequestStream:
+    """Requests to the public address from a few threads; when each failed one was sent."""
+    return RequestStream(
+        [PUBLIC_ADDRESS],
+        _fetch,
+        threads_per_target=THREADS,
+        interval=INTERVAL_SECONDS,
+        max_requests=MAX_REQUESTS,
+        max_seconds=MAX_SECONDS,
+        timeout=TIMEOUT_SECONDS,
+    )
 
 
 def _wait_for_every_target_up(timeout: float) -> None:
@@ -91,13 +68,12 @@ def _pause(host: str, paused: bool) -> None:
 def measure_rollout(deploy: Callable[[], Any]) -> tuple[dict[str, float], dict[str, float]]:
     """Requests through the load balancer during `deploy` (a 3-host rollout)."""
     _wait_for_every_target_up(120)
-    stream = Stream()
-    stream.during(deploy)
-    if len(stream.versions) < 2:
-        raise SetupError(
-            f"the stream through the load balancer did not see the release change: {stream.versions}"
-        )
-    return {"lb_rollout_failed_requests": len(stream.failed_at)}, {"lb_rollout_requests": stream.sent}
+    with _stream() as stream:
+        deploy()
+    versions = stream.result.versions[PUBLIC_ADDRESS]
+    if len(versions) < 2:
+        raise SetupError(f"the stream through the load balancer did not see the release change: {versions}")
+    return {"lb_rollout_failed_requests": stream.result.failed}, {"lb_rollout_requests": stream.result.sent}
 
 
 def measure_lost_host(host: str) -> tuple[dict[str, float], dict[str, float]]:
@@ -105,27 +81,21 @@ def measure_lost_host(host: str) -> tuple[dict[str, float], dict[str, float]]:
     load balancer until well after its health check's detection window."""
     _wait_for_every_target_up(120)
     window = standin.detection_window_seconds()
-    stream = Stream()
-    paused_at = 0.0
-
-    def freeze() -> None:
-        nonlocal paused_at
-        time.sleep(2)  # requests before the fault, for comparison
-        _pause(host, True)
-        paused_at = time.monotonic()
-        time.sleep(window + 10)
-
     try:
-        stream.during(freeze)
+        with _stream() as stream:
+            time.sleep(2)  # requests before the fault, for comparison
+            _pause(host, True)
+            paused_at = time.monotonic()
+            time.sleep(window + 10)
     finally:
         _pause(host, False)
     say(f"{host} answers again; waiting for its health check to take it back")
     _wait_for_every_target_up(120)
-    failed = [at - paused_at for at in stream.failed_at]
+    failed = [at - paused_at for at in stream.result.failed_at]
     after = [offset for offset in failed if offset > window]
     return {"lb_lost_host_failed_after_window_requests": len(after)}, {
         "lb_lost_host_failed_requests": len(failed),
-        "lb_lost_host_requests": stream.sent,
+        "lb_lost_host_requests": stream.result.sent,
         "lb_detection_window_seconds": window,
         # When the last failed request was sent, after the fault: how long detection really took.
         "lb_lost_host_detection_seconds": round(max(failed, default=0.0), 2),

@@ -36,12 +36,10 @@ import secrets
 import signal
 import subprocess
 import sys
-import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +49,7 @@ import yaml
 from deploykit import app_image, apt_cache, engine, images, network, postgres, registry, standin
 from deploykit import front_door as public_address
 from deploykit.e2e_report import E2EReport
-from deploykit.switch_order import Answer, old_after_new
+from deploykit.request_stream import Reply, RequestStream, StreamResult, release_of
 from deploykit.system import DOCKER, REPORTS, ROOT
 
 BIN = Path(sys.executable).parent
@@ -552,114 +550,28 @@ class Fleet:
 # Request streams
 
 
-@dataclass
-class StreamResult:
-    sent: int = 0
-    failed: int = 0
-    seconds: float = 0.0
-    failures: list[str] = field(default_factory=list)
-    # Per target (a host's name, or FRONT_DOOR): how often each version answered.
-    versions: dict[str, Counter[str]] = field(default_factory=dict)
-    # Through the front door: which host answered, how often.
-    answered_by: Counter[str] = field(default_factory=Counter)
-    # time.monotonic() at which each failed request was sent.
-    failed_at: list[float] = field(default_factory=list)
-    # Per target: every answer, when sent and received and from which version.
-    answers: dict[str, list[Answer]] = field(default_factory=dict)
+def _fetch_from(hosts: Sequence[Host]) -> Callable[[str, float], Reply]:
+    """A fetch of a release's identity: a host's from its nginx's /healthz/ (which names the release
+    to any client), the front door's from /version.json through the load balancer over HTTPS, as
+    users come, with the host that answered."""
+    addresses = {host.name: host.ip for host in hosts}
 
-    def old_after_new(self) -> dict[str, int]:
-        """Per target: answers from the old release to requests sent after the new one had answered."""
-        return {target: old_after_new(answers) for target, answers in self.answers.items()}
-
-
-class RequestStream:
-    """Threads that GET a release's identity, one new connection per request, until stopped or
-    until the bounds: at most `max_requests` in all and `max_seconds` long. Targets are hosts
-    (their nginx's /healthz/, which names the release to any client) or, with `front_door=True`,
-    the environment's public address (/version.json through the load balancer over HTTPS, as
-    users come).
-
-    Each thread starts a request every `interval` seconds at most (2 threads x 25/s = 50 requests
-    a second per target by default): dense enough that a reload or a stopped container that drops
-    requests for a few milliseconds is caught, light enough that on a 2-core machine the clients
-    do not starve the rollout they watch.
-    """
-
-    def __init__(
-        self,
-        hosts: Sequence[Host] = (),
-        *,
-        front_door: bool = False,
-        threads_per_host: int = 2,
-        interval: float = 0.04,
-        max_requests: int = 200_000,
-        max_seconds: float = 600,
-        timeout: float = 10,
-    ) -> None:
-        self.targets = [host.name for host in hosts] + ([FRONT_DOOR] if front_door else [])
-        self._addresses = {host.name: host.ip for host in hosts}
-        self.threads_per_host, self.interval = threads_per_host, interval
-        self.max_requests, self.max_seconds, self.timeout = max_requests, max_seconds, timeout
-        self.result = StreamResult(
-            versions={target: Counter() for target in self.targets},
-            answers={target: [] for target in self.targets},
-        )
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
-
-    def _fetch(self, target: str) -> dict[str, str]:
-        """The release that answered, or an AssertionError saying what did instead."""
+    def fetch(target: str, timeout: float) -> Reply:
         if target == FRONT_DOOR:
-            status, _headers, body = public_address.get("/version.json", timeout=self.timeout)
-        else:
-            status, body = http_get(self._addresses[target], "/healthz/", timeout=self.timeout)
-        if status != 200:
-            raise AssertionError(f"HTTP {status}: {' '.join(body.split())[:160]}")
-        return json.loads(body)
+            status, _headers, body = public_address.get("/version.json", timeout=timeout)
+            release = release_of(status, body)
+            return Reply(release["version"], release["host"])
+        status, body = http_get(addresses[target], "/healthz/", timeout=timeout)
+        return Reply(release_of(status, body)["version"])
 
-    def _work(self, target: str, deadline: float) -> None:
-        next_start = time.monotonic()
-        while not self._stop.wait(max(0.0, next_start - time.monotonic())) and time.monotonic() < deadline:
-            sent_at = time.monotonic()
-            next_start = sent_at + self.interval
-            with self._lock:
-                if self.result.sent >= self.max_requests:
-                    return
-                self.result.sent += 1
-            outcome = None
-            try:
-                release = self._fetch(target)
-            except (AssertionError, OSError, ValueError, KeyError, http.client.HTTPException) as error:
-                outcome = f"{type(error).__name__}: {error}"
-            received_at = time.monotonic()
-            with self._lock:
-                if outcome is None:
-                    self.result.versions[target][release["version"]] += 1
-                    self.result.answers[target].append(Answer(sent_at, received_at, release["version"]))
-                    if target == FRONT_DOOR:
-                        self.result.answered_by[release["host"]] += 1
-                else:
-                    self.result.failed += 1
-                    self.result.failed_at.append(sent_at)
-                    if len(self.result.failures) < 20:
-                        self.result.failures.append(f"{target} at {time.strftime('%X')}: {outcome}")
+    return fetch
 
-    def __enter__(self) -> RequestStream:
-        deadline = time.monotonic() + self.max_seconds
-        self._started = time.monotonic()
-        for target in self.targets:
-            for _ in range(self.threads_per_host):
-                thread = threading.Thread(target=self._work, args=(target, deadline), daemon=True)
-                thread.start()
-                self._threads.append(thread)
-        return self
 
-    def __exit__(self, *exc_info: object) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(self.timeout + 5)
-        self.result.seconds = time.monotonic() - self._started
+def stream_requests(hosts: Sequence[Host] = (), *, front_door: bool = False) -> RequestStream:
+    """A request stream (deploykit/request_stream.py, its default pace and bounds) to each of
+    `hosts` and, with `front_door=True`, to the environment's public address."""
+    targets = [host.name for host in hosts] + ([FRONT_DOOR] if front_door else [])
+    return RequestStream(targets, _fetch_from(hosts))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -869,8 +781,8 @@ def freeze() -> Callable[[str, bool], None]:
 
 
 @pytest.fixture(scope="session")
-def request_stream() -> type[RequestStream]:
-    return RequestStream
+def request_stream() -> Callable[..., RequestStream]:
+    return stream_requests
 
 
 @dataclass(frozen=True)
