@@ -214,8 +214,9 @@ FIGURES = [
     ),
     Figure(
         "controller_cpu_seconds_per_host",
-        "CPU the controller (ansible-playbook and its workers) spends per host: (`fanout_10_controller_cpu_seconds` "
-        "− `fanout_1_controller_cpu_seconds`) ÷ 9, the same release process to 10 hosts and to 1",
+        "CPU the controller (ansible-playbook and its workers) spends per host: "
+        "(`fanout_10_controller_cpu_seconds` - `fanout_1_controller_cpu_seconds`) ÷ 9, the same release "
+        "process to 10 hosts and to 1",
         1,
     ),
     Figure(

@@ -1,7 +1,7 @@
 """A rollout's timeline, from what the deploy_timeline callback recorded (DEPLOYKIT_TIMELINE).
 
 `phases()` turns the recorded task times into each host's phases (pull, start, gate, switch,
-drain, stop old, record), `host_seconds()` into the time the rollout spent on each host, and `draw()`
+drain, stop old, record, prune), `host_seconds()` into the time the rollout spent on each host, and `draw()`
 into docs/rollout-timeline.png. Nothing here is estimated: every bar is a measured task.
 """
 
@@ -22,7 +22,7 @@ _PULL_TASKS = (
 # The host's turn is one task (one module run on the host); it reports how long each of its
 # steps took, in this order, and the task's time before them is Ansible's own.
 TURN_TASK = "app_deploy : swap | Start, gate and switch to the new release, drain and stop the old one"
-TURN_STEPS = ("start", "gate", "switch", "drain", "stop old", "record")
+TURN_STEPS = ("start", "gate", "switch", "drain", "stop old", "record", "prune")
 # Short names of the deploy's plays, for the benchmarks' keys.
 PLAY_KEYS = {
     "Check the deploy and take the lock": "checks",
@@ -44,6 +44,7 @@ COLOURS = {
     "drain": "#ccb974",
     "stop old": "#64b5cd",
     "record": "#8c8c8c",
+    "prune": "#dd8452",
 }
 
 

@@ -31,8 +31,16 @@ RECORDED = {
             ROLLOUT,
             TURN,
             110.1,
-            114,
-            timings={"start": 0.5, "gate": 1.0, "switch": 0.1, "drain": 0.4, "stop old": 1.0, "record": 0.5},
+            114.2,
+            timings={
+                "start": 0.5,
+                "gate": 1.0,
+                "switch": 0.1,
+                "drain": 0.4,
+                "stop old": 1.0,
+                "record": 0.5,
+                "prune": 0.2,
+            },
         ),
         _event("web-1", ROLLOUT, RECORD, 114, 115),
         _event("web-2", ROLLOUT, FIRST, 115, 115.1),
@@ -44,7 +52,7 @@ RECORDED = {
 def test_the_turn_is_split_into_the_steps_it_reported_ending_with_the_task():
     found = {(phase.host, phase.name): (phase.start, phase.end) for phase in timeline.phases(RECORDED)}
     assert {name for host, name in found if host == "web-1"} == {"pull", *timeline.TURN_STEPS}
-    # 3.5 s of steps before the task's end at 14: its first 0.4 s were Ansible's own.
+    # 3.7 s of steps before the task's end at 14.2: its first 0.4 s were Ansible's own.
     expected = {
         "start": (10.5, 11.0),
         "gate": (11.0, 12.0),
@@ -52,6 +60,7 @@ def test_the_turn_is_split_into_the_steps_it_reported_ending_with_the_task():
         "drain": (12.1, 12.5),
         "stop old": (12.5, 13.5),
         "record": (13.5, 14.0),
+        "prune": (14.0, 14.2),
     }
     for step, span in expected.items():
         assert found[("web-1", step)] == pytest.approx(span)

@@ -215,3 +215,50 @@ def under_traffic(host, address_: str, playbook: str, *args: str, min_requests: 
 
 def state(host) -> dict[str, Any]:
     return json.loads(host.file("/var/lib/deploykit/app/state.json").content_string)
+
+
+# Run on the instance during a rollout: once the new release's socket directory appears, make a
+# connection to the serving release's socket and send a request's first lines; once nginx's link
+# has moved to the new release, wait `hold` seconds, end the request and write what came back.
+# That is a request in flight on the old release across the switch.
+_HOLD_REQUEST = r"""
+import http.client, json, os, socket, sys, time
+link, hold, out = sys.argv[1], float(sys.argv[2]), sys.argv[3]
+old = os.readlink(link)
+sockets = os.path.dirname(os.path.dirname(old))
+deadline = time.time() + 300
+while set(os.listdir(sockets)) == {os.path.basename(os.path.dirname(old))} and time.time() < deadline:
+    time.sleep(0.01)
+held = socket.socket(socket.AF_UNIX)
+held.connect(old)
+held.sendall(b"GET /healthz/ HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n")
+while os.readlink(link) == old and time.time() < deadline:
+    time.sleep(0.01)
+switched = time.time()
+time.sleep(hold)
+held.sendall(b"\r\n")
+response = http.client.HTTPResponse(held)
+response.begin()
+body = response.read().decode("utf-8", "replace")
+result = {"switched": switched, "answered": time.time(), "status": response.status, "body": body}
+with open(out, "w") as file:
+    json.dump(result, file)
+"""
+HELD_REQUEST_RESULT = "/tmp/held-request.json"
+
+
+def hold_a_request(host, hold: float) -> None:
+    """Start holding a request on the serving release across the next switch (see _HOLD_REQUEST)."""
+    host.run("rm -f %s", HELD_REQUEST_RESULT)
+    host.run(
+        "setsid nohup python3 -c %s /var/lib/deploykit/upstream.sock %s %s"
+        " </dev/null >/tmp/held-request.log 2>&1 &",
+        _HOLD_REQUEST,
+        str(hold),
+        HELD_REQUEST_RESULT,
+    )
+
+
+def held_request(host) -> dict[str, Any]:
+    """What the held request got (its status and body), and when the link moved and it was answered."""
+    return json.loads(host.file(HELD_REQUEST_RESULT).content_string)

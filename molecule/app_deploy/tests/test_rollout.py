@@ -30,6 +30,8 @@ from app_deploy_scenario import (
     app_containers,
     get,
     group_vars,
+    held_request,
+    hold_a_request,
     instance,
     state,
     under_traffic,
@@ -73,8 +75,22 @@ def release_a(host, host_address) -> dict:
 
 
 # 2 ----------------------------------------------------------------------------------------------
+# Seconds a request stays in flight on A after the switch to B: less than app_deploy_drain_seconds.
+HOLD = 1.5
+LEFTOVER = "app-left-by-a-failed-stop"
+
+
 @pytest.fixture(scope="module")
 def a_to_b(host, host_address, release_a) -> Rollout:
+    # What a stop that failed leaves behind: a running container of the app nginx does not route to.
+    host.run("docker rm --force %s", LEFTOVER)
+    host.check_output(
+        "docker run --detach --name %s --label org.deploykit.app=app --entrypoint sh %s -c %s",
+        LEFTOVER,
+        release_a["current"]["image_id"],
+        "trap 'exit 0' TERM; sleep 600 & wait",
+    )
+    hold_a_request(host, HOLD)
     rollout = under_traffic(
         host, host_address, DEPLOY, "--extra-vars", f"app_deploy_image_tag={B}", min_requests=MIN_REQUESTS
     )
@@ -90,10 +106,30 @@ def test_a_to_b_drops_no_request(a_to_b):
     _assert_no_request_failed(a_to_b)
 
 
+def test_a_request_in_flight_on_a_across_the_switch_is_answered_by_a(host, a_to_b):
+    held = held_request(host)
+    assert held["status"] == 200, held["body"][:500]
+    assert json.loads(held["body"])["version"] == VERSIONS[A]
+    assert held["answered"] - held["switched"] >= HOLD
+
+
+def test_a_to_b_drains_exactly_the_request_in_flight_on_a(a_to_b):
+    # The drain ends when A's last connection closes: after the held request, before the bound.
+    drained = re.search(r'"drain: (\d+\.\d+) s"', a_to_b.run.output)
+    assert drained, a_to_b.run.output[-3000:]
+    drain_bound = group_vars()["app_deploy_drain_seconds"]
+    assert HOLD - 0.2 <= float(drained[1]) < drain_bound
+
+
 def test_a_to_b_switches_the_traffic_to_b(a_to_b, host_address):
     assert a_to_b.traffic.versions[VERSIONS[A]] > 0
     assert a_to_b.traffic.last_version == VERSIONS[B]
     assert _version(host_address) == VERSIONS[B]
+
+
+def test_a_to_b_removes_a_container_of_the_app_that_nginx_did_not_route_to(host, a_to_b):
+    assert any(LEFTOVER in line for line in a_to_b.containers_before)
+    assert not host.run("docker container inspect %s", LEFTOVER).succeeded
 
 
 def test_a_to_b_leaves_only_b_running(host, a_to_b):

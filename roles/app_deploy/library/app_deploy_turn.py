@@ -13,7 +13,8 @@ description:
     over from earlier runs, start the new release beside the serving one, wait until it answers
     its readiness probe through its own unix socket, point nginx's upstream link at that socket,
     write the host's release state, wait for the connections to the old release to finish, stop
-    and remove the old release, and record the deploy in the app's own history.
+    and remove the old release, record the deploy in the app's own history, and remove what no
+    kept release needs (as the role's module C(app_deploy_prune) does, with the same code).
   - The same work takes about ten module runs with M(community.docker.docker_container),
     M(ansible.builtin.file), M(ansible.builtin.uri), M(ansible.builtin.command) and
     M(community.docker.docker_container_exec); each costs a few hundred milliseconds of CPU on the
@@ -160,6 +161,24 @@ options:
     type: list
     elements: str
     default: []
+  prune_repository:
+    description:
+      - Image repository whose images no kept release uses are removed at the end; empty prunes
+        nothing. The kept releases are the I(state)'s C(history).
+    type: str
+    default: ""
+  prune_env_dir:
+    description: Directory of the releases' C(*.env) files, pruned with the images.
+    type: path
+    default: ""
+  prune_label:
+    description: Label (C(key=value)) of the app's containers, whose images and sockets are kept.
+    type: str
+    default: ""
+  prune_name_prefix:
+    description: What the app's container names start with, before the release ID.
+    type: str
+    default: ""
 author:
   - deploykit
 """
@@ -204,7 +223,8 @@ log_lines:
   returned: when the new release did not become ready
   type: list
 timings:
-  description: Seconds each step took (C(start), C(gate), C(switch), C(drain), C(stop old), C(record)).
+  description:
+    - Seconds each step took (C(start), C(gate), C(switch), C(drain), C(stop old), C(record), C(prune)).
   returned: always
   type: dict
 stdout_lines:
@@ -219,6 +239,10 @@ recorded:
   description: What I(record_command) printed.
   returned: success
   type: str
+removed:
+  description: What the prune removed - C(images) (tags), C(env_files), C(socket_dirs).
+  returned: when I(prune_repository) is set and the turn succeeded
+  type: dict
 """
 
 import contextlib
@@ -232,6 +256,7 @@ import socket
 import tempfile
 import time
 
+from ansible.module_utils.app_deploy_prune import prune
 from ansible.module_utils.basic import AnsibleModule
 
 # Flags of a listening unix socket in /proc/net/unix: that socket is no connection.
@@ -398,18 +423,10 @@ class Turn:
                 os.remove(params["env_file"])
         self.fail(stage, reason, **extra)
 
-    def _old_pid(self) -> int:
-        if not self.params["old_name"]:
-            return 0
-        old = self.params["old_name"]
-        rc, out, _ = self._docker("container", "inspect", "--format", "{{.State.Pid}}", old)
-        return int(out.strip() or 0) if rc == 0 else 0
-
-    def switch(self) -> int:
-        """Point the link at the new release and write the state; the old release's PID."""
+    def switch(self) -> None:
+        """Point the link at the new release and write the state."""
         params = self.params
         started = time.monotonic()
-        pid = self._old_pid()
         link = params["upstream_link"]
         socket_path = os.path.join(params["socket_dir"], os.path.basename(params["container_socket"]))
         staged = f"{link}.new.{os.getpid()}"
@@ -434,28 +451,39 @@ class Turn:
         except OSError as error:
             self.module.warn(f"could not write {params['state_file']}: {error}")
         self._timed("switch", started)
-        return pid
 
-    def _open_connections(self, pid: int) -> int:
-        listening = self.params["container_socket"]
+    def _connections(self) -> set[str]:
+        """The connections to a release's socket made from this network namespace (nginx's, the
+        host's), accepted or still queued, by their kernel address. A connection to a unix socket
+        is listed in the namespace of the side that connected, under the path the release bound,
+        which is the same for every release; so which ones are the old release's is told by time."""
+        path = self.params["container_socket"]
         try:
-            with open(f"/proc/{pid}/net/unix", encoding="utf-8") as table:
+            with open("/proc/net/unix", encoding="utf-8") as table:
                 rows = [line.split() for line in table.readlines()[1:]]
         except OSError:
-            return 0
-        return sum(1 for row in rows if len(row) >= 8 and row[-1] == listening and row[3] != _LISTENING)
+            return set()
+        return {row[0] for row in rows if len(row) >= 8 and row[-1] == path and row[3] != _LISTENING}
 
-    def drain_and_stop_old(self, pid: int) -> None:
+    def drain_and_stop_old(self) -> None:
         params = self.params
         started = time.monotonic()
-        left = 0
-        if pid > 0:
+        left: set[str] = set()
+        if params["old_name"]:
+            # Every connection listed now was made before the switch (a connect() that had already
+            # found the old socket when the link moved lists itself within microseconds; 20 ms is
+            # a wide margin), so it is the old release's; one made later to the new release may
+            # be counted too, which only makes the drain wait for it as well.
+            time.sleep(0.02)
+            left = self._connections()
             deadline = started + params["drain_seconds"]
-            left = self._open_connections(pid)
-            while left > 0 and time.monotonic() < deadline:
+            # A kernel that hides its addresses from this process (kernel.kptr_restrict) lists
+            # them all as 0: then every connection to a release counts, old or new.
+            hidden = any(int(address.rstrip(":"), 16) == 0 for address in left)
+            while left and time.monotonic() < deadline:
                 time.sleep(0.05)
-                left = self._open_connections(pid)
-        self.result["open_connections"] = left
+                left = self._connections() if hidden else left & self._connections()
+        self.result["open_connections"] = len(left)
         self._timed("drain", started)
         if not params["old_name"]:
             return
@@ -484,6 +512,22 @@ class Turn:
                 f"(exit {rc}): {(err or out).strip()[-1000:]}",
             )
         self.result["recorded"] = out.strip()
+
+    def prune(self) -> None:
+        params = self.params
+        if not params["prune_repository"]:
+            return
+        started = time.monotonic()
+        self.result["removed"] = prune(
+            self.module,
+            label=params["prune_label"],
+            name_prefix=params["prune_name_prefix"],
+            repository=params["prune_repository"],
+            env_dir=params["prune_env_dir"],
+            socket_dir=params["socket_root"],
+            kept_releases=params["state"].get("history", []),
+        )
+        self._timed("prune", started)
 
 
 def main() -> None:
@@ -520,6 +564,10 @@ def main() -> None:
             "old_socket_dir": {"type": "str", "default": ""},
             "drain_seconds": {"type": "float", "required": True},
             "record_command": {"type": "list", "elements": "str", "default": []},
+            "prune_repository": {"type": "str", "default": ""},
+            "prune_env_dir": {"type": "path", "default": ""},
+            "prune_label": {"type": "str", "default": ""},
+            "prune_name_prefix": {"type": "str", "default": ""},
         },
         supports_check_mode=False,
     )
@@ -527,9 +575,10 @@ def main() -> None:
     turn.remove_leftovers()
     turn.start()
     turn.gate()
-    pid = turn.switch()
-    turn.drain_and_stop_old(pid)
+    turn.switch()
+    turn.drain_and_stop_old()
     turn.record()
+    turn.prune()
     module.exit_json(**turn.result, **turn._timing_result())
 
 
