@@ -75,8 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     bench_parser.add_argument(
         "--part",
         action="append",
-        choices=["image", "deploy", "noop", "rollout", "push", "lb", "inventory", "fanout"],
-        help="only these benchmarks (default: all; deploy is the last five)",
+        choices=["image", "deploy", "noop", "rollout", "push", "lb", "switch", "inventory", "fanout"],
+        help="only these benchmarks (default: all; deploy is every one after it)",
     )
     bench_parser.set_defaults(func=bench)
     args = parser.parse_args(argv)
