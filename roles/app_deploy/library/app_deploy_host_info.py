@@ -10,9 +10,8 @@ module: app_deploy_host_info
 short_description: Read what the app runs on a host, in one call
 description:
   - Returns what app_deploy decides from on a host, read in a single module run - where nginx's
-    upstream socket link points, the release state file, the app's containers, the images of its repository,
-    the local ID of one image, its environment files, extra files a playbook keeps, and one
-    HTTP probe.
+    upstream socket link points, the release state file, the app's containers, the local ID of
+    one image, extra files a playbook keeps, and one HTTP probe.
   - The same facts come from M(ansible.builtin.slurp), M(community.docker.docker_host_info),
     M(community.docker.docker_image_info), M(ansible.builtin.find) and M(ansible.builtin.uri),
     one module run each; a rollout reads every host before it changes one, and on a small
@@ -34,21 +33,9 @@ options:
     description: Label (C(key=value)) that the app's containers carry.
     type: str
     required: true
-  repository:
-    description: Image repository whose local images are listed (for pruning); empty lists none.
-    type: str
-    default: ""
   image:
     description: Image (C(repository:tag)) whose local ID is returned as C(image_id); empty looks up none.
     type: str
-    default: ""
-  env_dir:
-    description: Directory whose C(*.env) files are listed; empty lists none.
-    type: path
-    default: ""
-  socket_dir:
-    description: Directory whose subdirectories (the releases' sockets) are listed; empty lists none.
-    type: path
     default: ""
   extra_files:
     description: More text files to read; each one's content, or null when it is absent.
@@ -97,25 +84,13 @@ state:
 containers:
   description:
     - The app's containers, running or not, shaped like the verbose container listing of
-      M(community.docker.docker_host_info) (C(Names), C(State), C(ImageID), C(Ports), C(Labels)).
-  returned: always
-  type: list
-images:
-  description: Local images with a tag of I(repository) (C(Id), C(RepoTags)).
+      M(community.docker.docker_host_info) (C(Names), C(State), C(ImageID), C(Labels)).
   returned: always
   type: list
 image_id:
   description: Local ID of I(image), or an empty string when it is not on the host.
   returned: always
   type: str
-env_files:
-  description: Paths of the C(*.env) files in I(env_dir).
-  returned: always
-  type: list
-socket_dirs:
-  description: Paths of the directories in I(socket_dir).
-  returned: always
-  type: list
 files:
   description: Each of I(extra_files) mapped to its content, or null when it is absent.
   returned: always
@@ -126,7 +101,6 @@ probe:
   type: dict
 """
 
-import glob
 import json
 import os
 import urllib.error
@@ -165,32 +139,16 @@ def _containers(module: AnsibleModule, label: str) -> tuple[list[dict], str]:
     # A container removed between the two calls makes inspect exit 1 but print the others.
     listed = []
     for data in json.loads(out or "[]"):
-        ports = []
-        for bindings in (data.get("NetworkSettings", {}).get("Ports") or {}).values():
-            for binding in bindings or []:
-                ports.append({"IP": binding.get("HostIp", ""), "PublicPort": int(binding["HostPort"])})
         listed.append(
             {
                 "Id": data["Id"],
                 "Names": [data["Name"]],
                 "State": data["State"]["Status"],
                 "ImageID": data["Image"],
-                "Ports": ports,
                 "Labels": data["Config"].get("Labels") or {},
             }
         )
     return listed, ""
-
-
-def _images(module: AnsibleModule, repository: str) -> list[dict]:
-    rc, out, _ = _docker(module, "image", "ls", "--no-trunc", "--format", "{{json .}}", repository)
-    found: dict[str, dict] = {}
-    for line in out.splitlines() if rc == 0 else []:
-        row = json.loads(line)
-        image = found.setdefault(row["ID"], {"Id": row["ID"], "RepoTags": []})
-        if row.get("Tag") and row["Tag"] != "<none>":
-            image["RepoTags"].append(f"{row['Repository']}:{row['Tag']}")
-    return list(found.values())
 
 
 def _probe(url: str, host: str, timeout: int) -> dict:
@@ -217,10 +175,7 @@ def main() -> None:
             "upstream_socket": {"type": "path", "required": True},
             "state_file": {"type": "path", "required": True},
             "label": {"type": "str", "required": True},
-            "repository": {"type": "str", "default": ""},
             "image": {"type": "str", "default": ""},
-            "env_dir": {"type": "path", "default": ""},
-            "socket_dir": {"type": "path", "default": ""},
             "extra_files": {"type": "list", "elements": "path", "default": []},
             "probe_url": {"type": "str", "default": ""},
             "probe_host": {"type": "str", "default": "localhost"},
@@ -240,14 +195,7 @@ def main() -> None:
         "upstream": _link(params["upstream_socket"]),
         "state": state,
         "files": {path: _read(path) for path in params["extra_files"]},
-        "env_files": sorted(glob.glob(os.path.join(params["env_dir"], "*.env"))) if params["env_dir"] else [],
-        "socket_dirs": (
-            sorted(path.rstrip("/") for path in glob.glob(os.path.join(params["socket_dir"], "*", "")))
-            if params["socket_dir"]
-            else []
-        ),
         "containers": [],
-        "images": [],
         "image_id": "",
     }
     if params["probe_url"]:
@@ -260,8 +208,6 @@ def main() -> None:
     if error:
         module.exit_json(**result)
     result["containers"] = containers
-    if params["repository"]:
-        result["images"] = _images(module, params["repository"])
     if params["image"]:
         rc, out, _ = _docker(module, "image", "inspect", "--format", "{{.Id}}", params["image"])
         result["image_id"] = out.strip() if rc == 0 else ""
