@@ -19,8 +19,7 @@ description:
     M(ansible.builtin.file), M(ansible.builtin.uri), M(ansible.builtin.command) and
     M(community.docker.docker_container_exec); each costs a few hundred milliseconds of CPU on the
     controller and the host, which bounds how many hosts one controller deploys. This module
-    exists for that, and so that the turn happens on the host even if the controller's connection
-    drops half-way.
+    exists for that.
   - The switch renames a new symlink over I(upstream_link) (one rename(2)). nginx resolves the
     link for every new connection, so once any request has reached the new release no later
     connection reaches the old one.
