@@ -50,9 +50,9 @@ The values are in the table above and under "Measurements behind the figures" be
   Per host, the plan still runs about six modules (the read of the host, the registry login, the
   pull's space check, the pull, the environment file's directory and the file), and the rolling
   play three besides the turn (the smoke check, the host's deploy record and its directory), with
-  a dozen includes, checks and facts around them. Folding the turn's ten module runs into one moved
-  this figure only from 4.7 s to the value above, so the rest is spread over those tasks; how it
-  splits between them was not profiled yet. The next saving is the plan as one module run.
+  a dozen includes, checks and facts around them. With the turn already one module run, the
+  figure is still far from the goal, so the rest is spread over those tasks; how it splits
+  between them was not profiled yet. The next saving is the plan as one module run.
 - `fanout_10_ratio`: `fanout_10_cpu_busy_share` is close to 1: the ten hosts, the registry and the
   controller share this machine's two cores (`fanout_10_machine_cpu_seconds`). On EC2 each host
   brings its own CPU; what is shared is the controller's part, above.
