@@ -24,10 +24,12 @@ DATABASES["default"]["CONN_MAX_AGE"] = env.int("DJANGO_CONN_MAX_AGE", default=60
 # A persistent connection that died while idle is replaced before a request uses it.
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 
-# nginx terminates TLS and says so in X-Forwarded-Proto (it overwrites any value a client sent).
+# Whoever ends TLS says so in X-Forwarded-Proto: the load balancer, which nginx believes alone
+# (edge_proxy_trusted_proxies), or nginx itself where it ends TLS. nginx overwrites a client's value.
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
-# On by default so that `check --deploy` is clean; local demos serve plain HTTP and turn them off.
+# On by default so that `check --deploy` is clean; no environment turns them off, the local ones
+# included (tests/test_environment_parity.py).
 SECURE_SSL_REDIRECT = env.bool("DJANGO_SECURE_SSL_REDIRECT", default=True)
 SECURE_HSTS_SECONDS = env.int("DJANGO_SECURE_HSTS_SECONDS", default=60 * 60 * 24 * 365)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", default=True)

@@ -4,7 +4,8 @@ Molecule hands testinfra Ansible's inventory, whose JSON ansible-core 2.19 break
 name their host as a docker:// container, taken from the inventory file Molecule wrote. The
 acceptance tests run ansible-playbook against the same inventory, and send their requests from
 this machine to the host's address on the project's Docker network (never anywhere else), in
-loops bounded in count and time.
+loops bounded in count and time. This machine is the load balancer in front of the host, as the
+ALB is in production: its requests say that they came over HTTPS, and nginx believes them.
 """
 
 from __future__ import annotations
@@ -77,17 +78,46 @@ def address(name: str) -> str:
     ).stdout.strip()
 
 
+# What the load balancer adds to a request it took over HTTPS. nginx believes it from the tests'
+# client, which group_vars names the trusted proxy (edge_proxy_trusted_proxies).
+FROM_THE_LOAD_BALANCER = {"X-Forwarded-Proto": "https"}
+
+
 def get(
     host: str, path: str, port: int = 80, timeout: float = 5.0, headers: dict[str, str] | None = None
 ) -> tuple[int, bytes, dict[str, str]]:
-    """One GET on a fresh connection; Host is the address, which the app allows."""
+    """One GET on a fresh connection, as the load balancer forwards a client's HTTPS request.
+
+    Host is the address, which the app allows. `headers` replaces the load balancer's: `headers={}`
+    is a client that reaches nginx directly over plain HTTP.
+    """
+    sent = FROM_THE_LOAD_BALANCER if headers is None else headers
     connection = http.client.HTTPConnection(host, port, timeout=timeout)
     try:
-        connection.request("GET", path, headers={"Host": host, "Connection": "close", **(headers or {})})
+        connection.request("GET", path, headers={"Host": host, "Connection": "close", **sent})
         response = connection.getresponse()
         return response.status, response.read(), dict(response.getheaders())
     finally:
         connection.close()
+
+
+# Run on the instance: one GET to its own network address, printed as JSON (status and headers).
+_GET_FROM_THE_HOST = r"""
+import http.client, json, sys
+address, path, headers = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+connection = http.client.HTTPConnection(address, 80, timeout=5)
+connection.request("GET", path, headers={"Host": address, "Connection": "close", **headers})
+response = connection.getresponse()
+print(json.dumps({"status": response.status, "headers": dict(response.getheaders())}))
+"""
+
+
+def get_from_the_host(host, address_: str, path: str, headers: dict[str, str]) -> tuple[int, dict[str, str]]:
+    """One GET from the host to its own address: a client that is neither loopback nor a trusted proxy."""
+    answer = json.loads(
+        host.check_output("python3 -c %s %s %s %s", _GET_FROM_THE_HOST, address_, path, json.dumps(headers))
+    )
+    return answer["status"], answer["headers"]
 
 
 @dataclass
@@ -122,8 +152,9 @@ def ansible_playbook(playbook: str | Path, *args: str, inventory: str | None = N
 class Traffic:
     """A stream of requests through nginx while something else happens, bounded in count and time.
 
-    Every request is a fresh connection, as most clients of a web app are. A request fails when it
-    raises (refused, reset, timed out) or answers anything but 200.
+    Every request is a fresh connection, as most clients of a web app are, sent as the load
+    balancer forwards one (see get). A request fails when it raises (refused, reset, timed out) or
+    answers anything but 200.
     """
 
     host: str
@@ -218,12 +249,13 @@ def state(host) -> dict[str, Any]:
 
 
 # Run on the instance during a rollout: once the new release's socket directory appears, make a
-# connection to the serving release's socket and send a request's first lines; once nginx's link
-# has moved to the new release, wait `hold` seconds, end the request and write what came back.
-# That is a request in flight on the old release across the switch.
+# connection to the serving release's socket and send the first lines of a request as nginx passes
+# one on from the load balancer (the headers the app reads); once nginx's link has moved to the new
+# release, wait `hold` seconds, end the request and write what came back. That is a request in
+# flight on the old release across the switch.
 _HOLD_REQUEST = r"""
 import http.client, json, os, socket, sys, time
-link, hold, out = sys.argv[1], float(sys.argv[2]), sys.argv[3]
+link, hold, out, address = sys.argv[1], float(sys.argv[2]), sys.argv[3], sys.argv[4]
 old = os.readlink(link)
 sockets = os.path.dirname(os.path.dirname(old))
 deadline = time.time() + 300
@@ -231,7 +263,8 @@ while set(os.listdir(sockets)) == {os.path.basename(os.path.dirname(old))} and t
     time.sleep(0.01)
 held = socket.socket(socket.AF_UNIX)
 held.connect(old)
-held.sendall(b"GET /healthz/ HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n")
+headers = f"Host: {address}\r\nX-Forwarded-Proto: https\r\nConnection: close\r\n"
+held.sendall(f"GET /version.json HTTP/1.1\r\n{headers}".encode())
 while os.readlink(link) == old and time.time() < deadline:
     time.sleep(0.01)
 switched = time.time()
@@ -247,15 +280,19 @@ with open(out, "w") as file:
 HELD_REQUEST_RESULT = "/tmp/held-request.json"
 
 
-def hold_a_request(host, hold: float) -> None:
-    """Start holding a request on the serving release across the next switch (see _HOLD_REQUEST)."""
+def hold_a_request(host, address_: str, hold: float) -> None:
+    """Start holding a request on the serving release across the next switch (see _HOLD_REQUEST).
+
+    address_ is the host's address, the name the request asks for.
+    """
     host.run("rm -f %s", HELD_REQUEST_RESULT)
     host.run(
-        "setsid nohup python3 -c %s /var/lib/deploykit/upstream.sock %s %s"
+        "setsid nohup python3 -c %s /var/lib/deploykit/upstream.sock %s %s %s"
         " </dev/null >/tmp/held-request.log 2>&1 &",
         _HOLD_REQUEST,
         str(hold),
         HELD_REQUEST_RESULT,
+        address_,
     )
 
 

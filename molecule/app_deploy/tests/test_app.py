@@ -1,4 +1,6 @@
-"""The app answers through nginx on the host's public port with the converged release."""
+"""The app answers through nginx on the host's public port with the converged release, to requests
+that the load balancer forwards from its HTTPS listener.
+"""
 
 from __future__ import annotations
 
@@ -23,6 +25,12 @@ def test_app_reports_the_host_it_runs_on(host_address):
 def test_app_reports_the_image_it_was_deployed_from(host_address):
     _, body, _ = get(host_address, "/version.json")
     assert json.loads(body)["image"] == f"{IMAGE_REPOSITORY}:{group_vars()['app_deploy_image_tag']}"
+
+
+def test_app_sends_hsts_on_the_requests_the_load_balancer_took_over_https(host_address):
+    # Django sends HSTS only on requests it takes for secure: X-Forwarded-Proto reached it through nginx.
+    _, _, headers = get(host_address, "/version.json")
+    assert headers["Strict-Transport-Security"] == f"max-age={60 * 60 * 24 * 365}; includeSubDomains; preload"
 
 
 def test_app_is_ready_through_nginx(host_address):

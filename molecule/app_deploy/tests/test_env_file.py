@@ -1,13 +1,26 @@
-"""The release's environment file: root only, with the secrets from where they were configured."""
+"""The release's environment file: root only, with the secrets from where they were configured and
+production's security settings.
+"""
 
 from __future__ import annotations
 
 import os
 
 import boto3
-from app_deploy_scenario import group_vars, instance
+import pytest
+from app_deploy_scenario import get, group_vars, instance
 
 testinfra_hosts = [f"docker://{instance()}"]
+
+# What config.settings.production reads for its security settings, each on by default.
+SECURITY_SETTINGS = (
+    "DJANGO_SECURE_SSL_REDIRECT",
+    "DJANGO_SECURE_HSTS_SECONDS",
+    "DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS",
+    "DJANGO_SECURE_HSTS_PRELOAD",
+    "DJANGO_SESSION_COOKIE_SECURE",
+    "DJANGO_CSRF_COOKIE_SECURE",
+)
 
 
 def _env(host, path: str) -> dict[str, str]:
@@ -34,5 +47,17 @@ def test_env_file_holds_the_secret_from_ssm(host, release_state):
 
 def test_env_file_holds_the_plain_settings(host, release_state):
     env = _env(host, release_state["current"]["env_file"])
-    assert env["DJANGO_SECURE_SSL_REDIRECT"] == "false"
+    assert env["GUNICORN_WORKERS"] == group_vars()["app_deploy_env"]["GUNICORN_WORKERS"]
     assert env["APP_HOST_NAME"] == instance()
+
+
+@pytest.mark.parametrize("setting", SECURITY_SETTINGS)
+def test_env_file_leaves_the_security_settings_at_their_production_values(host, release_state, setting):
+    # As production's deploy: unset, so the production settings' secure default applies.
+    assert setting not in _env(host, release_state["current"]["env_file"])
+
+
+def test_plain_http_is_redirected_to_https_by_the_app(host_address):
+    # A request that did not come through the load balancer's HTTPS listener: SECURE_SSL_REDIRECT.
+    status, _, headers = get(host_address, "/version.json?x=1", headers={})
+    assert (status, headers["Location"]) == (301, f"https://{host_address}/version.json?x=1")

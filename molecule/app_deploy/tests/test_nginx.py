@@ -5,13 +5,15 @@ from __future__ import annotations
 import json
 import uuid
 
-from app_deploy_scenario import get, instance
+from app_deploy_scenario import FROM_THE_LOAD_BALANCER, get, get_from_the_host, instance
 
 testinfra_hosts = [f"docker://{instance()}"]
 
 UPSTREAM_SOCKET = "/var/lib/deploykit/upstream.sock"
 PLACEHOLDER_SOCKET = "/run/nginx-deploykit-placeholder.sock"
 ACCESS_LOG = "/var/log/nginx/deploykit-access.log"
+# What a client that is no proxy may claim, and nginx must not pass on.
+FORGED = {"X-Forwarded-For": "203.0.113.9", "X-Forwarded-Proto": "https"}
 
 
 def test_nginx_is_running_and_enabled(host):
@@ -28,7 +30,8 @@ def test_nginx_listens_on_the_public_port(host):
     assert host.socket("tcp://0.0.0.0:80").is_listening
 
 
-def test_tls_is_off(host):
+def test_nginx_leaves_tls_to_the_load_balancer(host):
+    # As in production: the load balancer ends TLS and forwards plain HTTP to port 80.
     assert not host.socket("tcp://0.0.0.0:443").is_listening
 
 
@@ -65,20 +68,37 @@ def test_app_sees_the_client_address_forwarded_by_nginx(host, host_address, serv
     logs = host.check_output(f"docker logs --tail 200 {serving['Name'].lstrip('/')} 2>&1")
     entries = [json.loads(line) for line in logs.splitlines() if marker.split("=")[1] in line]
     assert entries
-    # The controller's address on the project network, as nginx saw it.
+    # The controller's address on the project network, as nginx saw it: the tests' load balancer
+    # sends no X-Forwarded-For of its own.
     assert entries[-1]["forwarded_for"] == "172.30.0.1"
 
 
-def test_forwarded_headers_of_a_client_that_is_no_proxy_are_replaced(host, host_address, serving):
-    # The controller is neither loopback nor in edge_proxy_trusted_proxies: what it claims about
-    # the original client is dropped, and nginx says what it saw itself.
-    marker = f"/version.json?forged={uuid.uuid4().hex}"
-    forged = {"X-Forwarded-For": "203.0.113.9", "X-Forwarded-Proto": "https"}
-    assert get(host_address, marker, headers=forged)[0] == 200
+def test_forwarded_for_of_the_load_balancer_is_kept(host, host_address, serving):
+    # As the ALB's: the client it names, then the load balancer's own address, added by nginx.
+    marker = f"/version.json?chain={uuid.uuid4().hex}"
+    from_a_client = {**FROM_THE_LOAD_BALANCER, "X-Forwarded-For": "203.0.113.9"}
+    assert get(host_address, marker, headers=from_a_client)[0] == 200
     logs = host.check_output(f"docker logs --tail 200 {serving['Name'].lstrip('/')} 2>&1")
     entries = [json.loads(line) for line in logs.splitlines() if marker.split("=")[1] in line]
     assert entries
-    assert entries[-1]["forwarded_for"] == "172.30.0.1"
+    assert entries[-1]["forwarded_for"] == "203.0.113.9, 172.30.0.1"
+
+
+def test_forwarded_for_of_a_client_that_is_no_proxy_is_replaced(host, host_address, serving):
+    # The host asking its own address is neither loopback nor in edge_proxy_trusted_proxies: what
+    # it claims about the original client is dropped, and nginx says what it saw itself.
+    marker = f"/version.json?forged={uuid.uuid4().hex}"
+    get_from_the_host(host, host_address, marker, FORGED)
+    logs = host.check_output(f"docker logs --tail 200 {serving['Name'].lstrip('/')} 2>&1")
+    entries = [json.loads(line) for line in logs.splitlines() if marker.split("=")[1] in line]
+    assert entries
+    assert entries[-1]["forwarded_for"] == host_address
+
+
+def test_forwarded_proto_of_a_client_that_is_no_proxy_is_replaced(host, host_address):
+    # Its "https" is not believed: the app takes the request for plain HTTP and redirects it.
+    status, headers = get_from_the_host(host, host_address, "/version.json", FORGED)
+    assert (status, headers["Location"]) == (301, f"https://{host_address}/version.json")
 
 
 def test_nginx_starts_again_after_a_crash_left_its_placeholder_socket(host, host_address):

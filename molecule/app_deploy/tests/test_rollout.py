@@ -90,7 +90,7 @@ def a_to_b(host, host_address, release_a) -> Rollout:
         release_a["current"]["image_id"],
         "trap 'exit 0' TERM; sleep 600 & wait",
     )
-    hold_a_request(host, HOLD)
+    hold_a_request(host, host_address, HOLD)
     rollout = under_traffic(
         host, host_address, DEPLOY, "--extra-vars", f"app_deploy_image_tag={B}", min_requests=MIN_REQUESTS
     )
