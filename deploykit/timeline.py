@@ -14,11 +14,9 @@ from typing import Any
 
 PLAN_PLAY = "Plan the rollout"
 ROLLOUT_PLAY = "Roll out the release"
-# Task names (as the callback records them, "role : name") of the pull.
-_PULL_TASKS = (
-    "app_deploy : login | Log in to the image registry",
-    "app_deploy : pull | Ensure the release image is on the host",
-)
+# Task name (as the callback records it, "role : name") of the pull: one module run that also
+# logs in, checks the disk's room and writes the release's environment file.
+PULL_TASK = "app_deploy : release | Ensure the release's image and environment file are on the host"
 # The host's turn is one task (one module run on the host); it reports how long each of its
 # steps took, in this order, and the task's time before them is Ansible's own.
 TURN_TASK = "app_deploy : swap | Start, gate and switch to the new release, drain and stop the old one"
@@ -73,7 +71,7 @@ def phases(timeline: dict[str, Any]) -> list[Phase]:
         if event["outcome"] in ("skipped", "failed"):
             continue
         start, end = event["start"] - origin, event["end"] - origin
-        if event["task"] in _PULL_TASKS:
+        if event["task"] == PULL_TASK:
             found.append(Phase(event["host"], "pull", start, end))
         elif event["task"] == TURN_TASK:
             timings = event.get("timings", {})

@@ -4,10 +4,12 @@ module's own."""
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -218,3 +220,38 @@ def moto_server(tmp_path_factory: pytest.TempPathFactory) -> MotoServer:
                 time.sleep(0.2)
 
     return start
+
+
+RunLocalPlay = Callable[..., tuple[dict, str]]
+
+
+@pytest.fixture
+def run_local_play(tmp_path: Path) -> RunLocalPlay:
+    """Run a play's `tasks` (YAML text) on this machine with the project's ansible.cfg, its
+    plugins and app_deploy's modules; the json callback's document and the whole output."""
+
+    def run(tasks: str, *, check: bool = False) -> tuple[dict, str]:
+        playbook = tmp_path / "play.yml"
+        indented = "\n".join("    " + line if line else line for line in tasks.strip("\n").splitlines())
+        playbook.write_text(
+            "- name: Run on this machine\n  hosts: localhost\n  connection: local\n  gather_facts: false\n"
+            f"  vars:\n    ansible_python_interpreter: {sys.executable}\n  tasks:\n{indented}\n"
+        )
+        environ = {key: value for key, value in os.environ.items() if not key.startswith("ANSIBLE_")}
+        environ.update(
+            ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"),
+            ANSIBLE_STDOUT_CALLBACK="ansible.builtin.json",
+            ANSIBLE_LIBRARY=f"{ROOT / 'plugins' / 'modules'}:{ROOT / 'roles' / 'app_deploy' / 'library'}",
+            ANSIBLE_MODULE_UTILS=str(ROOT / "roles" / "app_deploy" / "module_utils"),
+        )
+        done = subprocess.run(
+            [str(Path(sys.executable).parent / "ansible-playbook"), "-i", "localhost,",
+             *(["--check"] if check else []), str(playbook)],
+            cwd=ROOT, env=environ, capture_output=True, text=True, check=False, timeout=180,
+        )  # fmt: skip
+        assert done.returncode in (0, 2), done.stdout[-3000:] + done.stderr[-2000:]
+        # The JSON document, then what the project's other callbacks print after it.
+        document, _ = json.JSONDecoder().raw_decode(done.stdout[done.stdout.index("{") :])
+        return document, done.stdout
+
+    return run

@@ -1,4 +1,4 @@
-"""app_deploy_pull_space (roles/app_deploy/library): which of an image's layers a host's engine
+"""app_deploy_pull_space (roles/app_deploy/module_utils, used by app_deploy_prepare): which of an image's layers a host's engine
 already holds, read from the engine's data directory as the engine itself reads it, and the
 manifest shapes `docker manifest inspect --verbose` prints. tests/e2e/test_13_faults.py fills a
 real host's disk and meets the refusal; test_registry_faults.py reads the pull's own ENOSPC.
@@ -15,7 +15,7 @@ import pytest
 from deploykit.system import ROOT
 
 _SPEC = importlib.util.spec_from_file_location(
-    "app_deploy_pull_space", ROOT / "roles" / "app_deploy" / "library" / "app_deploy_pull_space.py"
+    "app_deploy_pull_space", ROOT / "roles" / "app_deploy" / "module_utils" / "app_deploy_pull_space.py"
 )
 pull_space = importlib.util.module_from_spec(_SPEC)
 _SPEC.loader.exec_module(pull_space)
@@ -60,12 +60,12 @@ def _engine_root(tmp_path: Path, mapped: int, stored: int) -> Path:
 )
 def test_held_layers_are_the_bottom_ones_the_engine_maps_and_stores(tmp_path, mapped, stored, held):
     root = _engine_root(tmp_path, mapped, stored)
-    assert pull_space._held(str(root), "overlay2", DIGESTS) == held
+    assert pull_space.held_layers(str(root), "overlay2", DIGESTS) == held
 
 
 def test_another_image_store_counts_every_layer_as_missing(tmp_path):
     root = _engine_root(tmp_path, 3, 3)
-    assert pull_space._held(str(root), "containerd-snapshotter", DIGESTS) == 0
+    assert pull_space.held_layers(str(root), "containerd-snapshotter", DIGESTS) == 0
 
 
 def _entry(architecture: str, sizes: list[int], key: str = "SchemaV2Manifest") -> dict:
@@ -76,14 +76,14 @@ def _entry(architecture: str, sizes: list[int], key: str = "SchemaV2Manifest") -
 
 
 def test_a_single_image_manifest_gives_its_layers():
-    assert [layer["size"] for layer in pull_space._layers(_entry("amd64", [5, 6]))] == [5, 6]
+    assert [layer["size"] for layer in pull_space.layers_of(_entry("amd64", [5, 6]))] == [5, 6]
 
 
 def test_an_oci_manifest_gives_its_layers():
-    assert [layer["size"] for layer in pull_space._layers(_entry("amd64", [7], "OCIManifest"))] == [7]
+    assert [layer["size"] for layer in pull_space.layers_of(_entry("amd64", [7], "OCIManifest"))] == [7]
 
 
 def test_a_manifest_list_gives_the_layers_of_this_machines_architecture(monkeypatch):
     monkeypatch.setattr(pull_space.platform, "machine", lambda: "aarch64")
     entries = [_entry("amd64", [1, 1]), _entry("arm64", [2, 2, 2])]
-    assert [layer["size"] for layer in pull_space._layers(entries)] == [2, 2, 2]
+    assert [layer["size"] for layer in pull_space.layers_of(entries)] == [2, 2, 2]

@@ -11,10 +11,9 @@ def _event(host: str, play: str, task: str, start: float, end: float, **extra) -
     return {"host": host, "play": play, "task": task, "start": start, "end": end, "outcome": "ok", **extra}
 
 
-LOGIN = "app_deploy : login | Log in to the image registry"
-PULL = "app_deploy : pull | Ensure the release image is on the host"
+PULL = timeline.PULL_TASK
 TURN = timeline.TURN_TASK
-RECORD = "record | Record the host's finished deploy"
+RECORD = "smoke-check | Ask the host's nginx which release it serves"
 FIRST = "Note when this host's rollout starts"
 PLAN, ROLLOUT = timeline.PLAN_PLAY, timeline.ROLLOUT_PLAY
 
@@ -22,8 +21,7 @@ RECORDED = {
     "started": 100.0,
     "ended": 130.0,
     "tasks": [
-        _event("web-1", PLAN, LOGIN, 101, 102),
-        _event("web-1", PLAN, PULL, 102, 104),
+        _event("web-1", PLAN, PULL, 101, 104),
         _event("web-2", PLAN, PULL, 102, 105),
         _event("web-1", ROLLOUT, FIRST, 110, 110.1),
         _event(
@@ -73,7 +71,7 @@ def test_a_failed_turn_has_no_phases():
 
 def test_host_seconds_is_the_pull_in_the_plan_plus_the_turn_in_the_rollout():
     seconds = timeline.host_seconds(RECORDED)
-    assert round(seconds["web-1"], 3) == 3 + 5  # login 1 + pull 2; turn 110..115
+    assert round(seconds["web-1"], 3) == 3 + 5  # pull 3; turn 110..115
     assert round(seconds["web-2"], 3) == 3 + 5  # pull 3; turn 115..120
 
 

@@ -216,11 +216,10 @@ def test_missing_tag_fails_before_the_running_release_is_touched(missing_tag):
     assert missing_tag.containers_after == missing_tag.containers_before
     assert missing_tag.upstream_unchanged
     assert missing_tag.traffic.failures == []
-    # Nothing after the pull ran: no environment file, no container, no switch.
-    tasks_after_pull = missing_tag.run.output.split("pull | Fail because the release image cannot be pulled")[
-        1
-    ]
-    assert "release |" not in tasks_after_pull
+    # Nothing after the failed pull ran: no release described, no container, no switch.
+    failure = "release | Fail because the release cannot be prepared"
+    tasks_after_pull = missing_tag.run.output.split(failure)[1]
+    assert "release | Describe the release" not in tasks_after_pull
     assert "swap |" not in tasks_after_pull
 
 
@@ -281,8 +280,8 @@ def test_rollback_returns_to_the_previous_release(rollback_to_previous, host, ho
 
 
 def test_rollback_pulls_nothing(rollback_to_previous):
-    assert "pull |" not in rollback_to_previous.run.output
-    assert "login |" not in rollback_to_previous.run.output
+    # release.yml holds the login and the pull (app_deploy_prepare).
+    assert "release |" not in rollback_to_previous.run.output
 
 
 def test_rollback_drops_no_request(rollback_to_previous):
