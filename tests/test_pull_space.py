@@ -1,7 +1,8 @@
-"""app_deploy_pull_space (roles/app_deploy/module_utils, used by app_deploy_prepare): which of an image's layers a host's engine
-already holds, read from the engine's data directory as the engine itself reads it, and the
-manifest shapes `docker manifest inspect --verbose` prints. tests/e2e/test_13_faults.py fills a
-real host's disk and meets the refusal; test_registry_faults.py reads the pull's own ENOSPC.
+"""app_deploy_pull_space (roles/app_deploy/module_utils, used by app_deploy_prepare): which of an
+image's layers a host's engine already holds, read from the engine's data directory as the engine
+itself reads it, and the manifest shapes `docker manifest inspect --verbose` prints.
+tests/e2e/test_13_faults.py fills a real host's disk and meets the refusal; test_registry_faults.py
+reads the pull's own ENOSPC.
 """
 
 from __future__ import annotations
