@@ -28,12 +28,14 @@ NOTES = """## One measured rollout
 
 Drawn by `make bench` (`deploykit/timeline.py`) from the task times that the `deploy_timeline`
 callback recorded during that deploy (`reports/bench/rollout-timeline.json`): the plan prepares
-every host at once (login and pull), the migrations run once, then each host takes its turn:
+every host at once (login, space check, pull and environment file: one module run per host), the
+migrations run once, then each host takes its turn:
 start the new release beside the old one, the readiness gate, the switch of nginx, the drain
 (the connections already made to the old release finishing), the old release's graceful
 stop, the app's own deploy record and the prune, all one module run that times its own steps
 (`rollout_phase_*_seconds`). The grey rest of each turn is Ansible's part of that run and the
-turn's other tasks: the smoke check through nginx and the host's deploy record.
+turn's other tasks: the smoke check through nginx, which then writes the host's deploy record (one
+module run).
 
 ## The figures not met, and what the measurements say about each
 
@@ -91,6 +93,11 @@ The design matters more than the settings:
   module runs.
 - **Pull only what is missing** (`app_deploy_pull_policy: missing`): a tag already on the host needs
   no registry login and no pull.
+- **One module run prepares a host** (`roles/app_deploy/library/app_deploy_prepare.py`): the
+  environment's check, the registry login, the pull's space check, the pull, the release's
+  identity and its environment file, where six module runs were.
+- **One module run checks a switched host** (`plugins/modules/deploy_smoke_check.py`): the smoke
+  check through nginx, then the host's deploy record, where three or four were.
 - **A host's turn is one module run** (`roles/app_deploy/library/app_deploy_turn.py`): remove
   leftovers, start the new release, gate it through its socket, rename a link to its socket over
   the one nginx connects to (no nginx reload), write the state, wait for exactly the connections
@@ -100,9 +107,10 @@ The design matters more than the settings:
 
 Where the time still goes: every module run costs a few hundred milliseconds of CPU on a host
 (Python compiling Ansible's module code from its zip on every run) and on the controller, and a
-host's turn in the rolling play still has a handful of them besides the turn itself (the prune's
-read of the host, the smoke check, the host's deploy record). The floor, measured on the host itself with
-nothing but `docker pull`, `docker run` and a 20 ms readiness poll, is far below that: the
+host's turn in the rolling play has one besides the turn itself (the smoke check, which writes the
+host's deploy record), and the plan two (the read of the host and its preparation). The floor,
+measured on the host itself with nothing but `docker pull`, `docker run` and a 20 ms readiness
+poll, is far below that: the
 registry is on the same machine and the app is ready in well under a second. `rollout_floor_ratio`
 is therefore mostly the cost of running the switch as Ansible tasks; on AWS, where a pull from ECR
 takes seconds, the same overhead is a smaller share.
@@ -197,7 +205,8 @@ FIGURES = [
     ),
     Figure(
         "rollout_floor_ratio",
-        "each host's rollout (its login and pull in the plan + its turn in the rolling play) ÷ the floor on "
+        "each host's rollout (its preparation in the plan: login, pull and environment file + its turn in "
+        "the rolling play) ÷ the floor on "
         "that host (pull of the changed layers + container start + first ready answer, timed on the host)",
         2,
     ),
