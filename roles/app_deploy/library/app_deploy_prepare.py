@@ -118,10 +118,6 @@ env_file:
   description: The release's environment file, I(env_dir)/<release>.env.
   returned: success
   type: str
-pulled:
-  description: Whether the registry was asked for the image.
-  returned: always
-  type: bool
 space:
   description: The space check's figures (root, free_bytes, layers, missing_layers, download_bytes,
     needed_bytes, manifest_error); empty without a pull.
@@ -163,7 +159,7 @@ class Prepare:
         self.module = module
         self.params = module.params
         self.docker = module.get_bin_path("docker", required=True)
-        self.result: dict = {"changed": False, "pulled": False, "space": {}}
+        self.result: dict = {"changed": False, "space": {}}
 
     def fail(self, stage: str, msg: str, **extra: object) -> None:
         self.module.fail_json(msg=msg, stage=stage, **self.result, **extra)
@@ -195,7 +191,6 @@ class Prepare:
     def fetch(self) -> str:
         """Log in, check the space and pull; the image's ID."""
         params = self.params
-        self.result["pulled"] = True
         if params["password"] and not self.module.check_mode:
             rc, out, err = self._docker(
                 "login",
@@ -214,7 +209,8 @@ class Prepare:
         self.result["space"] = space
         if space["free_bytes"] < space["needed_bytes"]:
             self.fail("space", "not enough disk space for the pull")
-        before = self.image_id()
+        # The host's read already looked it up, but for the migrate entry point run alone.
+        before = params["known_image_id"] or self.image_id()
         if self.module.check_mode:
             return before or "unknown"
         rc, out, err = self._docker("pull", "--quiet", params["image"])
