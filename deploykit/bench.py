@@ -159,7 +159,11 @@ against the bound `lb_detection_window_seconds` (unhealthy threshold x (interval
 the same settings takes a host out in a window of the same size; how HAProxy's and ALB's check
 schedules compare within it was not measured here.
 
-`fanout_10_ratio` uses `deploy_serial: [1, "100%"]`: a canary, then every other host at once.
+`fanout_10_ratio` uses `deploy_serial: [1, "100%"]`: a canary, then every other host at once,
+without the canary's bake (`deploy_canary_bake_seconds=0`): a 10-host rollout would wait the bake
+and a 1-host one not, and the fan-out compares the work that grows with the hosts. Every other
+deploy benchmark runs with the local environment's bake (5 s after the first batch of three hosts);
+`push_to_serving_seconds` includes it, as a push to the local environment waits it.
 With each host switched blue/green behind its own nginx, a bigger batch takes no capacity away,
 only widens what a bad release reaches, and the canary bounds that. `fanout_*_plan_seconds`,
 `fanout_*_rollout_seconds` and the like split each deploy by play. On this machine the ten hosts
@@ -230,6 +234,13 @@ FIGURES = [
         "answers from the old release to requests sent to a host after its first answer from the new one "
         "(a stream to each host's nginx during a 3-host rollout, summed over the hosts)",
         0,
+    ),
+    Figure(
+        "canary_bake_detection_seconds",
+        "a release that answers one request in five with a 500, under requests through the load balancer: "
+        "from the canary's switch to the verdict that switches it back, against the local bake window "
+        "(`canary_bake_window_seconds`, 5 s) plus 5 s to count and judge",
+        10,
     ),
     Figure(
         "inventory_1000_seconds",

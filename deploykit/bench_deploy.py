@@ -24,6 +24,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
 from deploykit import (
     app_image,
     bench_lb,
@@ -45,7 +47,12 @@ TIMELINES = REPORTS / "bench"
 TIMELINE_PNG = ROOT / "docs" / "rollout-timeline.png"
 # A canary host first, then every other host at once: with each host switched blue/green behind
 # its own nginx, a larger batch costs no capacity, only blast radius, which the canary bounds.
-FANOUT_SERIAL = json.dumps({"deploy_serial": [1, "100%"]})
+# The canary's bake is a wait the environment chooses, after the first batch only: a 10-host
+# rollout would wait it and a 1-host one not. The fan-out compares the work that grows with hosts.
+FANOUT_SERIAL = json.dumps({"deploy_serial": [1, "100%"], "deploy_canary_bake_seconds": 0})
+# A release that is ready but answers one request in five with a 500 (the e2e fixture), for the
+# canary's bake to catch.
+FLAKY_CONTEXT = ROOT / "tests" / "e2e" / "fixtures" / "flaky-release"
 FANOUT_HOSTS = 10
 REPEATS = 3
 # The floor: on the host itself, pull the release, start it as app_deploy does, and poll its
@@ -135,7 +142,8 @@ def _checked(run: Run, what: str) -> Run:
     return run
 
 
-def deploy(tag: str, *args: str, timeline_file: Path | None = None) -> Run:
+def deploy_run(tag: str, *args: str, timeline_file: Path | None = None) -> Run:
+    """ansible-playbook deploy.yml of `tag` to the stand-in, whatever its outcome."""
     extra = {"DEPLOYKIT_TIMELINE": str(timeline_file)} if timeline_file else {}
     command = [
         str(BIN / "ansible-playbook"),
@@ -145,7 +153,11 @@ def deploy(tag: str, *args: str, timeline_file: Path | None = None) -> Run:
         "-e",
         f"app_deploy_image_tag={tag}",
     ]
-    return _checked(_timed([*command, *args], **extra), f"deploy of {tag}")
+    return _timed([*command, *args], **extra)
+
+
+def deploy(tag: str, *args: str, timeline_file: Path | None = None) -> Run:
+    return _checked(deploy_run(tag, *args, timeline_file=timeline_file), f"deploy of {tag}")
 
 
 def ping(limit: str) -> Run:
@@ -404,7 +416,46 @@ def pre_build_checks(log: str) -> dict[str, float]:
     }
 
 
-GROUPS = ("noop", "rollout", "push", "lb", "switch", "inventory", "fanout")
+def flaky_release(base_tag: str) -> str:
+    """`base_tag`'s image with the flaky fixture on top, pushed under a tag no run used before."""
+    tag = f"{base_tag}-flaky"
+    app_image.build(
+        f"{REPOSITORY}:{tag}",
+        version=tag,
+        revision=tag,
+        build_id="bench",
+        context=FLAKY_CONTEXT,
+        base_image=f"{REPOSITORY}:{base_tag}",
+    )
+    registry.push(f"{REPOSITORY}:{tag}", REPOSITORY, tag)
+    return tag
+
+
+def measure_canary(releases: Releases) -> tuple[dict[str, float], dict[str, float]]:
+    """A flaky release under a stream through the load balancer: from the canary's switch (its turn's
+    measured steps) to the end of the verdict that starts its switch back (the deploy's timeline)."""
+    tag = flaky_release(releases.next())
+    TIMELINES.mkdir(parents=True, exist_ok=True)
+    path = TIMELINES / "canary-timeline.json"
+    run, stream = bench_lb.under_stream(lambda: deploy_run(tag, timeline_file=path))
+    if "The canary failed its bake" not in run.output:
+        tail = "\n".join(run.output.splitlines()[-40:])
+        raise SetupError(f"the canary's bake did not catch the flaky release {tag}:\n{tail}")
+    recorded = timeline.load(path)
+    switched = (
+        min(phase.end for phase in timeline.phases(recorded) if phase.name == "switch") + recorded["started"]
+    )
+    judged = max(event["end"] for event in recorded["tasks"] if event["task"] == timeline.CANARY_VERDICT_TASK)
+    settings = yaml.safe_load((ROOT / INVENTORY / "group_vars" / "all" / "environment.yml").read_text())
+    window = settings["deploy_canary_bake_seconds"]
+    return {"canary_bake_detection_seconds": round(judged - switched, 2)}, {
+        "canary_bake_window_seconds": float(window),
+        "canary_bake_requests": stream.sent,
+        "canary_bake_failed_requests": stream.failed,
+    }
+
+
+GROUPS = ("noop", "rollout", "push", "lb", "switch", "canary", "inventory", "fanout")
 
 
 def measure_all(
@@ -424,7 +475,7 @@ def measure_all(
         with tempfile.TemporaryDirectory(prefix="deploykit-bench-") as scratch:
             releases = Releases(Path(scratch))
             first = releases.next()
-            if {"noop", "rollout", "push", "lb", "switch", "fanout"} & set(groups):
+            if {"noop", "rollout", "push", "lb", "switch", "canary", "fanout"} & set(groups):
                 say("first deploy (Docker, nginx and the app on fresh hosts; not measured)")
                 deploy(first)
             if "noop" in groups:
@@ -446,6 +497,9 @@ def measure_all(
                 say("per-host request streams during a rollout: the old release after the new one")
                 tag = releases.next()
                 keep(bench_switch.measure(lambda: deploy(tag)))
+            if "canary" in groups:
+                say("a flaky release caught by the canary's bake, under a stream through the load balancer")
+                keep(measure_canary(releases))
             if "inventory" in groups:
                 say("inventory of 1000 instances")
                 keep(measure_inventory())

@@ -12,10 +12,10 @@ from __future__ import annotations
 import subprocess
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from deploykit import front_door, loadbalancer, standin
-from deploykit.request_stream import Reply, RequestStream, release_of
+from deploykit.request_stream import Reply, RequestStream, StreamResult, release_of
 from deploykit.system import DOCKER, SetupError, say
 
 THREADS = 4
@@ -24,6 +24,7 @@ INTERVAL_SECONDS = 0.05
 MAX_REQUESTS = 200_000
 MAX_SECONDS = 900
 TIMEOUT_SECONDS = 10
+T = TypeVar("T")
 # The streams' one target.
 PUBLIC_ADDRESS = "public address"
 
@@ -74,6 +75,14 @@ def measure_rollout(deploy: Callable[[], Any]) -> tuple[dict[str, float], dict[s
     if len(versions) < 2:
         raise SetupError(f"the stream through the load balancer did not see the release change: {versions}")
     return {"lb_rollout_failed_requests": stream.result.failed}, {"lb_rollout_requests": stream.result.sent}
+
+
+def under_stream(action: Callable[[], T]) -> tuple[T, StreamResult]:
+    """`action`'s result, and the requests through the load balancer while it ran."""
+    _wait_for_every_target_up(120)
+    with _stream() as stream:
+        result = action()
+    return result, stream.result
 
 
 def measure_lost_host(host: str) -> tuple[dict[str, float], dict[str, float]]:

@@ -21,6 +21,9 @@ PULL_TASK = "app_deploy : release | Ensure the release's image and environment f
 # steps took, in this order, and the task's time before them is Ansible's own.
 TURN_TASK = "app_deploy : swap | Start, gate and switch to the new release, drain and stop the old one"
 TURN_STEPS = ("start", "gate", "switch", "drain", "stop old", "record", "prune")
+# The canary analysis' verdict (playbooks/tasks/canary-judge.yml): a failed bake switches the
+# canary back right after it.
+CANARY_VERDICT_TASK = "canary-judge | Judge the canary against the baseline"
 # Short names of the deploy's plays, for the benchmarks' keys.
 PLAY_KEYS = {
     "Check the deploy and take the lock": "checks",

@@ -261,6 +261,32 @@ def test_a_stopped_deploy_names_the_lost_host_its_address_and_what_switched(tmp_
     assert "--limit web-1" in report
 
 
+SWITCHED_BACK = STOPPED_DEPLOY + """
+    - name: Switch the canary back, as the canary's bake does when it fails
+      ansible.builtin.set_fact:
+        deploy_host_finished: false
+        deploy_host_switched_back: true
+      when: inventory_hostname == 'web-1'
+    - name: Stop the deploy
+      ansible.builtin.fail:
+        msg: The canary failed its bake
+      when: inventory_hostname == 'web-1'
+"""
+
+
+def test_a_canary_switched_back_is_not_reported_as_switched(tmp_path, ssm, ssm_endpoint):
+    (tmp_path / "hosts.ini").write_text(
+        "[web]\nweb-1 ansible_connection=local\n"
+        '[web:vars]\nansible_python_interpreter="{{ ansible_playbook_python }}"\n'
+    )
+    run = _run(tmp_path, ssm_endpoint, SWITCHED_BACK, "-i", str(tmp_path / "hosts.ini"))
+    assert run.returncode != 0
+    report = run.stdout.partition("DEPLOY STOPPED")[2]
+    assert "Switched back by the canary's bake: web-1" in report, run.stdout[-3000:]
+    assert "Switched in this run: none: every host serves what it served before" in report
+    assert "playbooks/rollback.yml" not in report
+
+
 def test_a_run_that_took_no_lock_reports_nothing(tmp_path, ssm_endpoint):
     run = _playbook(tmp_path, ssm_endpoint, "- name: Fail\n  ansible.builtin.fail:\n    msg: no\n")
     assert run.returncode != 0

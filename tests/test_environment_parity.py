@@ -38,6 +38,9 @@ ALLOWED_DIFFERENCES = {
     # the daemon's rotated json-file, which `docker logs` and the readiness report read either way.
     ("all", "app_deploy_log_driver"): "endpoint: CloudWatch Logs instead of the hosts' own json-file",
     ("all", "app_deploy_log_options"): "endpoint: the environment's log group and region",
+    ("all", "deploy_canary_bake_seconds"): "size: seconds of test traffic, not minutes of users",
+    ("all", "deploy_canary_bake_max_seconds"): "size: the same, when a bake waits for requests",
+    ("all", "deploy_canary_min_requests"): "size: test traffic's requests in seconds",
     # SSH is not among them: every environment's controller logs in with the deploy key in an
     # ssh-agent (from SSM) and the host keys EC2's console shows (buildspec-deploy.yml).
 }

@@ -73,6 +73,8 @@ class CallbackModule(CallbackBase):
         # host -> (play, what went wrong), in the order it happened.
         self._stopped: dict[str, tuple[str, str]] = {}
         self._switched: list[str] = []
+        # Hosts that the canary's bake switched back to what they served (playbooks/tasks/canary.yml).
+        self._switched_back: list[str] = []
 
     def v2_playbook_on_play_start(self, play) -> None:
         self._play = play.get_name()
@@ -82,8 +84,11 @@ class CallbackModule(CallbackBase):
         if task.action.split(".")[-1] == "deploy_lock" and outcome.get("lock_name"):
             self._locked = True
         # Set by playbooks/tasks/smoke-check.yml once the host answers as the new release.
-        if outcome.get("ansible_facts", {}).get("deploy_host_finished"):
+        facts = outcome.get("ansible_facts", {})
+        if facts.get("deploy_host_finished"):
             self._switched.append(result._host.get_name())
+        if facts.get("deploy_host_switched_back"):
+            self._switched_back.append(result._host.get_name())
 
     def v2_runner_on_unreachable(self, result) -> None:
         host = result._host
@@ -106,10 +111,13 @@ class CallbackModule(CallbackBase):
     def v2_playbook_on_stats(self, stats) -> None:
         if not (self._locked and self._stopped):
             return
-        switched = list(dict.fromkeys(self._switched))
+        switched_back = list(dict.fromkeys(self._switched_back))
+        switched = [host for host in dict.fromkeys(self._switched) if host not in switched_back]
         lines = ["", "DEPLOY STOPPED"]
         for host, (play, what) in self._stopped.items():
             lines.append(f"  {host} (in '{play}'): {what}")
+        if switched_back:
+            lines.append("  Switched back by the canary's bake: " + ", ".join(switched_back))
         lines.append(
             "  Switched in this run: "
             + (", ".join(switched) if switched else "none: every host serves what it served before")

@@ -12,7 +12,7 @@ the registry (Debian's docker-registry with TLS), PostgreSQL, ansible-playbook a
 HTTP traffic and the browser. What stands in: moto for EC2's and SSM's APIs, reached through
 AWS_ENDPOINT_URL only.
 
-The session brings the stand-in up fresh (`down`, then `up`), builds and pushes the five releases
+The session brings the stand-in up fresh (`down`, then `up`), builds and pushes the six releases
 the scenarios use once, and takes the stand-in down at the end (DEPLOYKIT_E2E_KEEP=1 leaves it up
 to look at). The numbered modules run in order and build on each other: each scenario starts from
 the fleet the one before left. Every ansible-playbook run is kept under reports/e2e/logs/, with
@@ -595,6 +595,8 @@ class Releases:
     failing_migration: Release
     # v2 plus a 40 MiB layer of random bytes: a pull that needs room on the host's disk.
     large: Release
+    # v2 plus a middleware that answers one request in five with a 500: ready, but broken.
+    flaky: Release
 
 
 def _build_and_push(version: str, tag: str, *, context: Path = app_image.APP_DIR, base: str = "") -> Release:
@@ -611,7 +613,7 @@ def _build_and_push(version: str, tag: str, *, context: Path = app_image.APP_DIR
 
 
 def build_releases() -> Releases:
-    """The five releases, built from this tree (v1, v2) and from v2 plus a fixture (v3 to v5)."""
+    """The six releases, built from this tree (v1, v2) and from v2 plus a fixture (v3 to v6)."""
     v1 = _build_and_push("v1", "e2e-v1")
     v2 = _build_and_push("v2", "e2e-v2")
     base = f"{REPOSITORY}:{v2.tag}"
@@ -623,6 +625,7 @@ def build_releases() -> Releases:
             "v4", "e2e-v4-failing-migration", context=FIXTURES / "failing-migration", base=base
         ),
         large=_build_and_push("v5", "e2e-v5-large", context=FIXTURES / "large-release", base=base),
+        flaky=_build_and_push("v6", "e2e-v6-flaky", context=FIXTURES / "flaky-release", base=base),
     )
 
 
