@@ -113,6 +113,11 @@ def flags(fleet) -> dict[str, bool]:
     }
 
 
+def records(fleet) -> dict[str, str]:
+    """Each host's maintenance flag: when and by whom maintenance began."""
+    return {name: fleet.sh(name, f"cat {FLAG}") for name in fleet.names}
+
+
 @pytest.fixture(scope="module")
 def serving(fleet, releases):
     """The release every host serves when the scenario starts, and its image tag."""
@@ -160,6 +165,7 @@ def scenario(ansible, fleet, serving, record_requests, wait_for, bad_value):
         wait_for(lambda: answered(version, 3), timeout=60, what="every target to answer with the app")
         seen["on"] = ansible.run("maintenance-on", maintenance_args("on"))
         seen["flags_on"] = flags(fleet)
+        seen["records_on"] = records(fleet)
         seen["pages_on"] = {name: host_page(name, "/version.json") for name in fleet.names}
         seen["front_door_on"] = public_address.get("/", timeout=10)
         wait_for(lambda: answered(PAGE, 5), timeout=60, what="every target to answer with the page")
@@ -183,6 +189,9 @@ def scenario(ansible, fleet, serving, record_requests, wait_for, bad_value):
         )
         seen["flags_after_deploy"] = flags(fleet)
         seen["pages_after_deploy"] = {name: host_page(name, "/version.json")[0] for name in fleet.names}
+
+        seen["on_again"] = ansible.run("maintenance-on-again", maintenance_args("on"))
+        seen["records_on_again"] = records(fleet)
 
         before_off = {target: app_stream.result.versions[target][version] for target in app_targets}
         seen["off"] = ansible.run("maintenance-off", maintenance_args("off"))
@@ -212,6 +221,20 @@ def test_maintenance_on_puts_every_host_in_maintenance(scenario, fleet):
     for name, (status, retry_after, body) in scenario["pages_on"].items():
         assert (status, retry_after) == (503, RETRY_AFTER), f"{name}: {status} {body[:300]}"
         assert TITLE in body
+
+
+def test_the_flag_records_since_when_and_by_whom(scenario, fleet, ansible):
+    for name, text in scenario["records_on"].items():
+        record = json.loads(text)
+        assert record["by"] == ansible.actor, name
+        assert record["since"].endswith("Z"), name
+
+
+def test_turning_maintenance_on_again_changes_nothing(scenario, fleet):
+    run = scenario["on_again"]
+    assert run.returncode == 0, run.tail()
+    assert {name: run.recap()[name]["changed"] for name in fleet.names} == dict.fromkeys(fleet.names, 0)
+    assert scenario["records_on_again"] == scenario["records_on"]
 
 
 def test_the_public_address_answers_the_page_with_retry_after(scenario):
