@@ -48,16 +48,23 @@ def address(name: str) -> str:
 
 
 def request(
-    host: str, path: str, *, tls_ca: str | None = None, port: int | None = None
+    host: str,
+    path: str,
+    *,
+    tls_ca: str | None = None,
+    port: int | None = None,
+    method: str = "GET",
+    headers: dict[str, str] | None = None,
 ) -> tuple[int, bytes, dict[str, str]]:
-    """One GET on a fresh connection, over HTTPS when a CA (the site's own certificate) is given."""
+    """One request (GET unless told) on a fresh connection, over HTTPS when a CA (the site's own
+    certificate) is given."""
     if tls_ca is None:
         connection = http.client.HTTPConnection(host, port or 80, timeout=5)
     else:
         context = ssl.create_default_context(cadata=tls_ca)
         connection = http.client.HTTPSConnection(host, port or 443, timeout=5, context=context)
     try:
-        connection.request("GET", path, headers={"Host": host, "Connection": "close"})
+        connection.request(method, path, headers={"Host": host, "Connection": "close", **(headers or {})})
         response = connection.getresponse()
         return response.status, response.read(), {k.lower(): v for k, v in response.getheaders()}
     finally:
