@@ -75,7 +75,18 @@ def main(argv: list[str] | None = None) -> int:
     bench_parser.add_argument(
         "--part",
         action="append",
-        choices=["image", "deploy", "noop", "rollout", "push", "lb", "switch", "inventory", "fanout"],
+        choices=[
+            "image",
+            "deploy",
+            "noop",
+            "rollout",
+            "push",
+            "lb",
+            "switch",
+            "canary",
+            "inventory",
+            "fanout",
+        ],
         help="only these benchmarks (default: all; deploy is every one after it)",
     )
     bench_parser.set_defaults(func=bench)
