@@ -31,6 +31,7 @@ SCENARIOS = {
     11: "the app page at the public address in a browser",
     12: "production's own configuration behind the load balancer",
     13: "faults injected by hand, each followed by a re-run that completes",
+    15: "day-2 commands: status, logs and a one-off manage.py run",
 }
 
 
