@@ -26,6 +26,8 @@ import time
 import pytest
 import yaml
 
+from deploykit import front_door
+
 pytestmark = pytest.mark.e2e
 
 FAULT_CASES = {
@@ -125,10 +127,11 @@ def _leaked(text: str, secrets_: dict[str, str]) -> list[str]:
 
 
 def _get(address: str, path: str) -> int:
-    """GET a path from a host's nginx (port 80), as a client that is not the load balancer."""
+    """GET a path from a host's nginx (port 80) with the public host name (the app answers with its
+    HTTPS redirect, and logs the request like any other)."""
     connection = http.client.HTTPConnection(address, 80, timeout=10)
     try:
-        connection.request("GET", path, headers={"User-Agent": "deploykit-e2e"})
+        connection.request("GET", path, headers={"Host": front_door.HOST, "User-Agent": "deploykit-e2e"})
         response = connection.getresponse()
         response.read()
         return response.status
@@ -140,9 +143,22 @@ def _get(address: str, path: str) -> int:
 # status
 
 
+def _health(fleet, name: str) -> str:
+    """The Docker health check's verdict on the host's serving container."""
+    container = _state(fleet, name)["current"]["container"]
+    return fleet.sh(name, f"docker inspect --format '{{{{.State.Health.Status}}}}' {container}").strip()
+
+
 @pytest.fixture(scope="module")
-def status_runs(ansible, fleet, ssm):
+def status_runs(ansible, fleet, ssm, wait_for):
     assert _lock(ssm) is None, "the deploy lock is held before the scenario starts"
+    # A release that has just started is "starting" until its health check first answers; the
+    # table says what Docker says, so the rows are compared once every check has answered.
+    wait_for(
+        lambda: all(_health(fleet, name) == "healthy" for name in fleet.names),
+        timeout=90,
+        what="every serving container's health check to answer",
+    )
     before = fleet.snapshot()
     free = ansible.run("status", ["playbooks/status.yml", "-i", "inventory/local"])
     planted = _planted_lock(ssm)
@@ -192,7 +208,7 @@ def test_status_names_each_hosts_release_its_deploy_and_the_one_before(status_ru
             "BY": current["actor"],
             "PREVIOUS": f"{previous['tag']} ({previous['deployed_at']})" if previous else "none",
             "NGINX ROUTES TO": status_runs["links"][name],
-            # The image's health check has had minutes to answer, and nginx answers through the link.
+            # Docker's health check, and nginx's answer through the link.
             "HEALTH": "healthy, nginx 200",
         }
     assert {name: {key: row[key] for key in expected[name]} for name, row in table.items()} == expected
@@ -337,7 +353,7 @@ def command_runs(ansible, fleet, ssm, wait_for):
     first = fleet.rollout_order()[0]
     found = {"first": first}
     found["showmigrations"] = ansible.run(
-        "run-showmigrations", _run_args("-e", "command=showmigrations releases")
+        "run-showmigrations", _run_args("-e", json.dumps({"command": "showmigrations releases"}))
     )
     # One word with spaces, quotes and a ';' a shell would act on: it must reach Python whole.
     found["shell"] = ansible.run(
