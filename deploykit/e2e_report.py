@@ -32,6 +32,7 @@ SCENARIOS = {
     12: "production's own configuration behind the load balancer",
     13: "faults injected by hand, each followed by a re-run that completes",
     14: "the canary analysis: a ready but failing release rolled back, a good one baked",
+    15: "day-2 commands: status, logs and a one-off manage.py run",
     16: "maintenance mode under a request stream: the page, the probes, a deploy refused",
 }
 

@@ -84,7 +84,8 @@ state:
 containers:
   description:
     - The app's containers, running or not, shaped like the verbose container listing of
-      M(community.docker.docker_host_info) (C(Names), C(State), C(ImageID), C(Labels)).
+      M(community.docker.docker_host_info) (C(Names), C(State), C(ImageID), C(Labels)), plus
+      C(Health) (the image's health check verdict, empty without one) and C(StartedAt).
   returned: always
   type: list
 image_id:
@@ -144,6 +145,9 @@ def _containers(module: AnsibleModule, label: str) -> tuple[list[dict], str]:
                 "Id": data["Id"],
                 "Names": [data["Name"]],
                 "State": data["State"]["Status"],
+                # The image's HEALTHCHECK verdict (healthy, unhealthy, starting); "" without one.
+                "Health": (data["State"].get("Health") or {}).get("Status", ""),
+                "StartedAt": data["State"].get("StartedAt", ""),
                 "ImageID": data["Image"],
                 "Labels": data["Config"].get("Labels") or {},
             }
