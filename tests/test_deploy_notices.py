@@ -10,6 +10,7 @@ subscribed to the topic receives what a subscriber of the real topic would.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import signal
 import socket
@@ -275,6 +276,84 @@ def test_notices_are_off_with_one_line_when_the_environment_names_no_topic(tmp_p
     assert run.returncode == 0, _output(run)[-3000:]
     assert _output(run).count(f"deploy notices are off: deploy_notice_topic is not set for {ENV}") == 1
     assert queue() == []
+
+
+def test_a_run_refused_by_the_lock_publishes_nothing(tmp_path, moto_endpoint, queue):
+    # Another deploy holds the lock: this run never started, and that deploy's notices are its own.
+    ssm = _client("ssm", moto_endpoint)
+    held = {"holder": "someone-else", "user": "someone-else", "machine": "elsewhere", "run_id": "other"}
+    ssm.put_parameter(Name=f"/deploykit/{ENV}/deploy-lock", Value=json.dumps(held), Type="String")
+    try:
+        run = _run(tmp_path, moto_endpoint)
+    finally:
+        ssm.delete_parameter(Name=f"/deploykit/{ENV}/deploy-lock")
+    assert run.returncode == 2, _output(run)[-3000:]
+    assert "is held by someone-else" in _output(run)
+    assert queue() == []
+
+
+def test_a_subscription_can_ask_for_failures_only(tmp_path, moto_endpoint, queue):
+    # docs/aws.md's filter policy on the message attribute `event`.
+    sns, sqs = _client("sns", moto_endpoint), _client("sqs", moto_endpoint)
+    topic_arn = sns.create_topic(Name=TOPIC)["TopicArn"]
+    url = sqs.create_queue(QueueName="notices-failures-only")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    sns.subscribe(
+        TopicArn=topic_arn,
+        Protocol="sqs",
+        Endpoint=queue_arn,
+        Attributes={"FilterPolicy": json.dumps({"event": ["failed"]})},
+    )
+    assert _run(tmp_path, moto_endpoint).returncode == 0
+    assert _run(tmp_path, moto_endpoint, "-e", "fail_host=web-2").returncode == 2
+    received = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", [])
+    assert [json.loads(json.loads(m["Body"])["Message"])["event"] for m in received] == ["failed"]
+    assert [envelope["notice"]["event"] for envelope in queue()] == [
+        "started",
+        "succeeded",
+        "started",
+        "failed",
+    ]
+
+
+def test_an_email_reads_the_failure_as_text():
+    spec = importlib.util.spec_from_file_location(
+        "deploy_notice", ROOT / "plugins" / "callback" / "deploy_notice.py"
+    )
+    plugin = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(plugin)
+    message = {
+        "event": "failed",
+        "action": "deploy",
+        "environment": "production",
+        "release": "3f2c1e9d8b7a",
+        "hosts": HOSTS,
+        "actor": "deploykit-deploy:0b7c",
+        "run_id": "r",
+        "started_at": "2026-12-08T00:40:12Z",
+        "duration_seconds": 41.26,
+        "releases": {"web-1": {"before": "1a2b", "after": "1a2b"}, "web-2": {"before": "", "after": ""}},
+        "failure": {"host": "web-1", "task": "app_deploy : Wait", "reason": REASON},
+    }
+    assert plugin.text(message).splitlines() == [
+        "deploy of 3f2c1e9d8b7a to production failed on web-1",
+        "",
+        "environment: production",
+        "deploy: 3f2c1e9d8b7a",
+        "actor: deploykit-deploy:0b7c",
+        "hosts: web-1, web-2",
+        "started at: 2026-12-08T00:40:12Z",
+        "duration: 41.3 s",
+        "release before -> after:",
+        "  web-1: 1a2b -> 1a2b",
+        "  web-2: none -> none",
+        "",
+        "failed on: web-1",
+        "task: app_deploy : Wait",
+        f"reason: {REASON}",
+    ]
+    # SNS refuses a subject over 100 characters.
+    assert len(plugin.subject({**message, "release": "t" * 128})) == 100
 
 
 def test_a_check_run_publishes_nothing(tmp_path, moto_endpoint, queue):
