@@ -31,6 +31,7 @@ SCENARIOS = {
     11: "the app page at the public address in a browser",
     12: "production's own configuration behind the load balancer",
     13: "faults injected by hand, each followed by a re-run that completes",
+    17: "deploy notices: a good deploy, its rollback and a failed deploy, read back from SNS",
 }
 
 
