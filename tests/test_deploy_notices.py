@@ -10,12 +10,14 @@ subscribed to the topic receives what a subscriber of the real topic would.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -127,6 +129,10 @@ def queue(moto_endpoint: str, request: pytest.FixtureRequest):
     yield read
     sns.unsubscribe(SubscriptionArn=subscription)
     sqs.delete_queue(QueueUrl=url)
+    # A test whose run was killed leaves the lock behind: the next test must not be refused by it.
+    ssm = _client("ssm", moto_endpoint)
+    with contextlib.suppress(ssm.exceptions.ParameterNotFound):
+        ssm.delete_parameter(Name=f"/deploykit/{ENV}/deploy-lock")
 
 
 def _start(
@@ -242,26 +248,27 @@ def test_a_rollback_says_it_is_one(tmp_path, moto_endpoint, queue):
 
 def test_an_interrupted_run_still_publishes_its_failure(tmp_path, moto_endpoint, queue):
     # Ctrl-C stops ansible-playbook with no end-of-run statistics: the failure is published as the
-    # process exits. The interrupt comes once the start was published, while web-1 switches.
+    # process exits. The interrupt comes once the start was published, while web-1 switches: once
+    # its task runs (the marker), not while ansible-playbook forks the worker for it, where
+    # Python's logging swallows a KeyboardInterrupt and the run goes on as if no Ctrl-C came.
+    marker = tmp_path / "switching"
     playbook = PLAYBOOK.replace(
         "      when: inventory_hostname == fail_host | default('')\n",
         "      when: inventory_hostname == fail_host | default('')\n"
         "    - name: Wait for the interrupt\n"
-        "      ansible.builtin.command: sleep 120\n"
+        f"      ansible.builtin.command: sh -c 'touch {marker} && sleep 120'\n"
         "      changed_when: false\n",
     )
     run = _start(tmp_path, moto_endpoint, playbook=playbook)
     try:
-        seen = []
-        for line in run.stdout:
-            seen.append(line)
-            if line.startswith("TASK [Wait for the interrupt]"):
-                run.send_signal(signal.SIGINT)
-                break
+        deadline = time.monotonic() + 120
+        while not marker.exists() and run.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        run.send_signal(signal.SIGINT)
         stdout, stderr = run.communicate(timeout=60)
     finally:
         run.kill()
-    output = "".join(seen) + stdout + stderr
+    output = stdout + stderr
     assert run.returncode != 0, output[-3000:]
     assert "PLAY RECAP" not in output
     started, failed = queue()
