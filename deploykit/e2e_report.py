@@ -34,6 +34,7 @@ SCENARIOS = {
     14: "the canary analysis: a ready but failing release rolled back, a good one baked",
     15: "day-2 commands: status, logs and a one-off manage.py run",
     16: "maintenance mode under a request stream: the page, the probes, a deploy refused",
+    17: "deploy notices: a good deploy, its rollback and a failed deploy, read back from SNS",
 }
 
 

@@ -44,6 +44,7 @@ VARS_FILES = (
 REPRESENTATIVE = {
     "app_env": "production",
     "aws_region": "eu-west-1",
+    "deploy_notice_topic": "deploykit-production-deploy-notices",
     "__provision_caller": {"arn": "arn:aws:iam::123456789012:user/deployer", "account": "123456789012"},
     "provision_codebuild_subnet_ids": ["subnet-0aaaaaaaaaaaaaaaa", "subnet-0bbbbbbbbbbbbbbbb"],
     "playbook_dir": str(ROOT / "playbooks"),

@@ -83,6 +83,9 @@ DEFAULT_DISTRO = "debian12"
 MIXED = "mixed"
 INSTANCE_TYPE = "t3.small"
 TAGS = {"App": "deploykit", "Env": "local", "Role": "web"}
+# inventory/local's deploy_notice_topic: the SNS topic the deploys publish their notices to, which
+# provisioning makes on AWS (roles/aws_notices).
+NOTICE_TOPIC = f"{TAGS['App']}-{TAGS['Env']}-deploy-notices"
 # The web instances' target group, named as provisioning names it on AWS (aws_load_balancer).
 TARGET_GROUP = f"{TAGS['App']}-{TAGS['Env']}-web"
 LOAD_BALANCER_DEFAULTS = ROOT / "roles" / "aws_load_balancer" / "defaults" / "main.yml"
@@ -903,6 +906,7 @@ def up(hosts: int = DEFAULT_HOSTS, distro: str = MIXED) -> list[Host]:
         changes += _ensure_load_balancer(fleet, made)
         _ensure_app_parameters(changes)
         _ensure_repository(changes)
+        _ensure_notice_topic(changes)
         if _write_if_changed(ENV_FILE, env_script()):
             changes.append(f"wrote {ENV_FILE.relative_to(ROOT)}")
         _write_if_changed(STATE_FILE, json.dumps(_state(fleet), indent=2) + "\n")
@@ -1008,6 +1012,22 @@ def _ensure_repository(changes: list[str]) -> None:
         changes.append(f"ECR repository {ECR_REPOSITORY} created")
     except ecr.exceptions.RepositoryAlreadyExistsException:
         pass
+
+
+def _ensure_notice_topic(changes: list[str]) -> None:
+    """The deploy notices' SNS topic, named, tagged and titled as roles/aws_notices makes it on AWS."""
+    sns = client("sns")
+    topics = [
+        topic["TopicArn"] for page in sns.get_paginator("list_topics").paginate() for topic in page["Topics"]
+    ]
+    if any(arn.rsplit(":", 1)[-1] == NOTICE_TOPIC for arn in topics):
+        return
+    sns.create_topic(
+        Name=NOTICE_TOPIC,
+        Attributes={"DisplayName": f"{TAGS['App']} {TAGS['Env']} deploys"},
+        Tags=[{"Key": key, "Value": TAGS[key]} for key in ("App", "Env")],
+    )
+    changes.append(f"SNS topic {NOTICE_TOPIC} created")
 
 
 def _state(fleet: list[Host]) -> dict[str, Any]:

@@ -97,6 +97,48 @@ def test_the_log_group_the_role_may_write_to_is_the_one_provisioning_makes():
     assert iam["aws_iam_policy_vars"]["web_log_group"] == "{{ aws_iam_web_log_group_name }}"
 
 
+NOTICE_TOPIC_ARN = "arn:aws:sns:eu-west-1:123456789012:deploykit-production-deploy-notices"
+
+
+def test_the_deploy_role_publishes_to_the_deploy_notices_topic_alone(renderings):
+    # The deploy_notice callback publishes with the deploy role: to its environment's topic, and
+    # nothing else of SNS (no topic to read, list, create or subscribe to).
+    for document in _documents(renderings, "codebuild-deploy-role.json.j2"):
+        sns = [
+            statement
+            for statement in document["Statement"]
+            if any(action.lower().startswith("sns:") for action in _list(statement["Action"]))
+        ]
+        assert [(statement["Action"], statement["Resource"]) for statement in sns] == [
+            ("sns:Publish", NOTICE_TOPIC_ARN)
+        ]
+    others = [r for r in renderings if r.name != "codebuild-deploy-role.json.j2"]
+    assert not [
+        action for action in _allowed_actions([json.loads(r.text) for r in others]) if "sns" in action
+    ]
+
+
+def test_the_topic_the_deploy_role_publishes_to_is_the_one_the_environment_names():
+    # One name: the inventory's deploy_notice_topic, which the deploys publish to, aws_notices
+    # makes (playbooks/vars/provision.yml) and aws_iam scopes the deploy role to.
+    provision = yaml.safe_load((ROOT / "playbooks" / "vars" / "provision.yml").read_text())
+    environment = yaml.safe_load(
+        (ROOT / "inventory" / "production" / "group_vars" / "all" / "environment.yml").read_text()
+    )
+    assert provision["provision_deploy_notice_topic"] == "{{ deploy_notice_topic | default('') }}"
+    assert provision["aws_notices_topic_name"] == "{{ provision_deploy_notice_topic }}"
+    iam = yaml.safe_load(AWS_IAM_DEFAULTS.read_text())
+    assert (
+        iam["aws_iam_policy_vars"]["deploy_notice_topic"]
+        == "{{ provision_deploy_notice_topic | default('') }}"
+    )
+    assert (
+        environment["deploy_notice_topic"].replace("{{ app_env }}", "production")
+        == NOTICE_TOPIC_ARN.split(":")[-1]
+    )
+    assert iam_lint.REPRESENTATIVE["deploy_notice_topic"] == NOTICE_TOPIC_ARN.split(":")[-1]
+
+
 @pytest.mark.parametrize("action", PARAMETER_READS)
 def test_the_session_manager_policy_reads_no_parameter(renderings, action):
     documents = _documents(renderings, "web-instance-ssm.json.j2") + _documents(

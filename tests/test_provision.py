@@ -53,6 +53,9 @@ SSH_CIDR = "192.0.2.0/24"
 # The instances' key pair: not there before the first run, so the play makes it (the default name).
 KEY_NAME = f"deploykit-{ENV}"
 DEPLOY_KEY_PARAMETER = f"/deploykit/{ENV}/DEPLOY_SSH_KEY"
+# The deploy notices' topic, as the environment's deploy_notice_topic names it.
+NOTICE_TOPIC = f"deploykit-{ENV}-deploy-notices"
+NOTICE_TOPIC_ARN = f"arn:aws:sns:{REGION}:{ACCOUNT}:{NOTICE_TOPIC}"
 KNOWN_DATABASE_URL = "postgres://app:known-before-provisioning@db.example.test:5432/app"
 # The partial runs README documents, and a task each must run (the rest of the play is skipped).
 DOCUMENTED_TAGS = {
@@ -201,7 +204,11 @@ def _write_inventory(
     group_vars = path / "group_vars" / "all"
     group_vars.mkdir(parents=True)
     (path / "aws_ec2.yml").write_text(yaml.safe_dump(config))
-    environment = {"app_env": env, "aws_region": REGION}
+    environment = {
+        "app_env": env,
+        "aws_region": REGION,
+        "deploy_notice_topic": "deploykit-{{ app_env }}-deploy-notices",
+    }
     if public_name is not None:
         environment["app_public_url"] = f"https://{public_name}"
     (group_vars / "environment.yml").write_text(yaml.safe_dump(environment))
@@ -292,6 +299,10 @@ def provisioned(moto_endpoint: str, tmp_path_factory: pytest.TempPathFactory) ->
 
     first = _playbook(env, inventory, "--skip-tags", FIRST_RUN_SKIPS)
     assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-4000:]
+    # Someone subscribes to the deploy notices (docs/aws.md) between the runs.
+    _client("sns", moto_endpoint).subscribe(
+        TopicArn=NOTICE_TOPIC_ARN, Protocol="email", Endpoint="ops@example.com"
+    )
     second = _playbook(env, inventory, "--skip-tags", SECOND_RUN_SKIPS)
     assert second.returncode == 0, second.stdout[-4000:] + second.stderr[-4000:]
     # Check mode: the webhook module reads the project from moto (BatchGetProjects answers) and
@@ -340,6 +351,7 @@ def _render_policy(name: str, **extra: Any) -> dict[str, Any]:
         "env": ENV,
         "web_log_group": f"/deploykit/{ENV}/app",
         "codecommit_repository_arn": "",
+        "deploy_notice_topic": NOTICE_TOPIC,
         **extra,
     }
     return json.loads(environment.from_string((POLICIES / name).read_text()).render(**values))
@@ -434,6 +446,26 @@ def test_each_codebuild_role_has_the_repository_policy_document(provisioned, rol
         "PolicyDocument"
     ]
     assert document == _render_policy(f"{policy}.json.j2", codebuild_subnet_arns=subnet_arns)
+
+
+def test_the_deploy_notices_topic_is_made_and_keeps_the_subscriptions_made_by_hand(provisioned):
+    sns = provisioned.client("sns")
+    assert NOTICE_TOPIC_ARN in [t["TopicArn"] for t in sns.list_topics()["Topics"]]
+    assert (
+        sns.get_topic_attributes(TopicArn=NOTICE_TOPIC_ARN)["Attributes"]["DisplayName"]
+        == f"deploykit {ENV} deploys"
+    )
+    tags = sns.list_tags_for_resource(ResourceArn=NOTICE_TOPIC_ARN)["Tags"]
+    assert {tag["Key"]: tag["Value"] for tag in tags} == {"App": "deploykit", "Env": ENV}
+    subscriptions = sns.list_subscriptions_by_topic(TopicArn=NOTICE_TOPIC_ARN)["Subscriptions"]
+    assert [(s["Protocol"], s["Endpoint"]) for s in subscriptions] == [("email", "ops@example.com")]
+
+
+def test_deploy_role_may_publish_to_the_deploy_notices_topic_only(provisioned):
+    publishes = [
+        s for s in _deploy_policy(provisioned)["Statement"] if any(a.startswith("sns:") for a in _actions(s))
+    ]
+    assert [(s["Action"], s["Resource"]) for s in publishes] == [("sns:Publish", NOTICE_TOPIC_ARN)]
 
 
 def test_deploy_role_may_write_only_the_deploy_lock_parameter(provisioned):
