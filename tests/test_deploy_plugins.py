@@ -261,7 +261,9 @@ def test_a_stopped_deploy_names_the_lost_host_its_address_and_what_switched(tmp_
     assert "--limit web-1" in report
 
 
-SWITCHED_BACK = STOPPED_DEPLOY + """
+SWITCHED_BACK = (
+    STOPPED_DEPLOY
+    + """
     - name: Switch the canary back, as the canary's bake does when it fails
       ansible.builtin.set_fact:
         deploy_host_finished: false
@@ -272,6 +274,7 @@ SWITCHED_BACK = STOPPED_DEPLOY + """
         msg: The canary failed its bake
       when: inventory_hostname == 'web-1'
 """
+)
 
 
 def test_a_canary_switched_back_is_not_reported_as_switched(tmp_path, ssm, ssm_endpoint):
