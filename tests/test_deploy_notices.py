@@ -246,6 +246,39 @@ def test_a_rollback_says_it_is_one(tmp_path, moto_endpoint, queue):
     ] * 2
 
 
+def test_a_one_off_command_holding_the_lock_publishes_nothing(tmp_path, moto_endpoint, queue):
+    # playbooks/run.yml takes the deploy lock through the same tasks, as deploy_notice_action=run.
+    run = _run(tmp_path, moto_endpoint, "-e", "deploy_notice_action=run")
+    assert run.returncode == 0, _output(run)[-3000:]
+    assert queue() == []
+    assert "deploy notice published" not in _output(run)
+
+
+SWITCHED_BACK = PLAYBOOK.replace(
+    """        deploy_host_finished: true
+""",
+    """        deploy_host_finished: true
+    - name: Switch the canary back, as the canary's bake does when it fails
+      ansible.builtin.set_fact:
+        deploy_host_finished: false
+        deploy_host_switched_back: true
+      when: inventory_hostname == 'web-1'
+    - name: Stop the deploy after the failed bake
+      ansible.builtin.fail:
+        msg: The canary failed its bake
+      when: inventory_hostname == 'web-1'
+""",
+)
+
+
+def test_a_canary_switched_back_is_published_as_serving_its_release_before(tmp_path, moto_endpoint, queue):
+    run = _run(tmp_path, moto_endpoint, playbook=SWITCHED_BACK)
+    assert run.returncode == 2, _output(run)[-3000:]
+    _, failed = queue()
+    assert failed["notice"]["failure"]["host"] == "web-1"
+    assert failed["notice"]["releases"] == _every_host("v1", "v1")
+
+
 def test_an_interrupted_run_still_publishes_its_failure(tmp_path, moto_endpoint, queue):
     # Ctrl-C stops ansible-playbook with no end-of-run statistics: the failure is published as the
     # process exits. The interrupt comes once the start was published, while web-1 switches: once

@@ -149,7 +149,15 @@ class CallbackModule(CallbackBase):
         # Set by playbooks/tasks/smoke-check.yml once the host answers as the release it switched to.
         if facts.get("deploy_host_finished") and "deploy_host_serves" in facts:
             self._after[host] = _tag((facts["deploy_host_serves"] or {}).get("image"))
+        # The canary's bake switched the host back (playbooks/tasks/canary.yml): it serves what it did.
+        if facts.get("deploy_host_switched_back"):
+            self._after.pop(host, None)
         if "deploy_notice" in facts and self._notice is None and self._lock is not None:
+            if facts["deploy_notice"].get("action") not in ("deploy", "rollback"):
+                # A one-off command (playbooks/run.yml) holds the lock too, but changes no release:
+                # the notices are for deploys and rollbacks.
+                self._lock = None
+                return
             self._notice = _plain(facts["deploy_notice"])
             if not self._notice.get("topic"):
                 environment = self._notice.get("environment")
