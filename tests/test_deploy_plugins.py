@@ -290,6 +290,38 @@ def test_a_canary_switched_back_is_not_reported_as_switched(tmp_path, ssm, ssm_e
     assert "playbooks/rollback.yml" not in report
 
 
+IGNORED_UNREACHABLE = STOPPED_DEPLOY.replace(
+    """    - name: Reach the host
+      ansible.builtin.ping:
+""",
+    """    - name: Ask a host that may not answer, as the canary's sampling asks the baseline
+      ansible.builtin.ping:
+      delegate_to: web-2
+      ignore_unreachable: true
+      when: inventory_hostname == 'web-1'
+    - name: Stop the deploy on the host that answers
+      ansible.builtin.fail:
+        msg: stopped on purpose
+      when: inventory_hostname == 'web-1'
+""",
+)
+
+
+def test_a_host_a_task_may_miss_is_not_reported_as_lost(tmp_path, ssm, ssm_endpoint):
+    (tmp_path / "hosts.ini").write_text(
+        "[web]\nweb-1 ansible_connection=local\n"
+        "web-2 ansible_host=127.0.0.1 ansible_port=1 ansible_connection=ssh\n"
+        '[web:vars]\nansible_python_interpreter="{{ ansible_playbook_python }}"\n'
+    )
+    run = _run(tmp_path, ssm_endpoint, IGNORED_UNREACHABLE, "-i", str(tmp_path / "hosts.ini"))
+    assert run.returncode != 0
+    report = run.stdout.partition("DEPLOY STOPPED")[2]
+    assert (
+        "web-1 (in 'A host's turn'): Stop the deploy on the host that answers: stopped on purpose" in report
+    ), run.stdout[-3000:]
+    assert "unreachable" not in report
+
+
 def test_a_run_that_took_no_lock_reports_nothing(tmp_path, ssm_endpoint):
     run = _playbook(tmp_path, ssm_endpoint, "- name: Fail\n  ansible.builtin.fail:\n    msg: no\n")
     assert run.returncode != 0

@@ -91,6 +91,9 @@ class CallbackModule(CallbackBase):
             self._switched_back.append(result._host.get_name())
 
     def v2_runner_on_unreachable(self, result) -> None:
+        # A task that may miss a host (the canary's sampling of the baseline) did not stop this one.
+        if result._task.ignore_unreachable:
+            return
         host = result._host
         message = _one_line(result._result.get("msg", ""))
         address = host.vars.get("ansible_host") or host.get_name()
