@@ -161,9 +161,10 @@ schedules compare within it was not measured here.
 
 `fanout_10_ratio` uses `deploy_serial: [1, "100%"]`: a canary, then every other host at once,
 without the canary's bake (`deploy_canary_bake_seconds=0`): a 10-host rollout would wait the bake
-and a 1-host one not, and the fan-out compares the work that grows with the hosts. Every other
-deploy benchmark runs with the local environment's bake (5 s after the first batch of three hosts);
-`push_to_serving_seconds` includes it, as a push to the local environment waits it.
+and a 1-host one not, and the fan-out compares the work that grows with the hosts.
+`rollout_floor_ratio` leaves the bake out for the same reason: it is a wait, not the host's work.
+The other deploy benchmarks run with the local environment's bake (5 s after the first batch of
+three hosts); `push_to_serving_seconds` includes it, as a push to the local environment waits it.
 With each host switched blue/green behind its own nginx, a bigger batch takes no capacity away,
 only widens what a bad release reaches, and the canary bounds that. `fanout_*_plan_seconds`,
 `fanout_*_rollout_seconds` and the like split each deploy by play. On this machine the ten hosts

@@ -210,6 +210,7 @@ def test_status_names_each_hosts_release_its_deploy_and_the_one_before(status_ru
             "NGINX ROUTES TO": status_runs["links"][name],
             # Docker's health check, and nginx's answer through the link.
             "HEALTH": "healthy, nginx 200",
+            "MAINTENANCE": "off",
         }
     assert {name: {key: row[key] for key in expected[name]} for name, row in table.items()} == expected
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import re
 import subprocess
 from collections.abc import Callable
 
@@ -168,6 +169,9 @@ def scenario(ansible, fleet, serving, record_requests, wait_for, bad_value):
         seen["records_on"] = records(fleet)
         seen["pages_on"] = {name: host_page(name, "/version.json") for name in fleet.names}
         seen["front_door_on"] = public_address.get("/", timeout=10)
+        seen["status_on"] = ansible.run(
+            "status-in-maintenance", ["playbooks/status.yml", "-i", "inventory/local"]
+        )
         wait_for(lambda: answered(PAGE, 5), timeout=60, what="every target to answer with the page")
 
         before = fleet.snapshot()
@@ -228,6 +232,14 @@ def test_the_flag_records_since_when_and_by_whom(scenario, fleet, ansible):
         record = json.loads(text)
         assert record["by"] == ansible.actor, name
         assert record["since"].endswith("Z"), name
+
+
+def test_status_shows_every_host_in_maintenance_since_it_began(scenario, fleet):
+    run = scenario["status_on"]
+    assert run.returncode == 0, run.tail()
+    for name in fleet.names:
+        since = json.loads(scenario["records_on"][name])["since"]
+        assert re.search(rf"{re.escape(name)} .* on since {re.escape(since)}", run.stdout), run.tail()
 
 
 def test_turning_maintenance_on_again_changes_nothing(scenario, fleet):
