@@ -61,11 +61,16 @@ The values are in the table above and under "Measurements behind the figures" be
   controller's part, above.
 - `noop_deploy_ratio`: a deploy that changes nothing still lists the fleet, takes and releases the
   lock (controller only), reads every host in one module run and writes the summary;
-  `ansible -m ping` does only the read.
+  `ansible -m ping` does only the read. Since the deploy notices (plugins/callback/deploy_notice.py),
+  it also loads boto3 in the controller's main process and makes one STS call and two SNS
+  publishes, and the plan checks each host's maintenance flag (in the same read): the run before
+  them measured 3.93 s, this one `noop_deploy_seconds`.
 - `deploy_share_of_pipeline`: the build got shorter (pre_build's checks run at once, and
   `push_pre_build_ansible_lint_seconds`, the longest, reads only what the build deploys), so the
   deploy is now the larger share; `push_deploy_seconds` is three hosts' turns one after another
-  (`deploy_serial: 1`) after the checks and the plan.
+  (`deploy_serial: 1`) after the checks and the plan, and the canary's bake after the first of
+  them: the local environment's 5 s (`deploy_canary_bake_seconds`), a deliberate wait, plus the
+  sampling of three hosts' access logs (about 1 s; reports/bench/push-deploy-timeline.json).
 - `inventory_1000_seconds` and `inventory_1000_cached_seconds`: `inventory_1000_moto_describe_seconds`
   is most of the first (the stand-in answers DescribeInstances for 1,000 instances slowly; EC2
   does not); the cached figure is mostly the aws_ec2 plugin's own work, which the bare file takes
